@@ -1,0 +1,38 @@
+"""Helpers shared by the CLI verbs: the cache home, stderr logging, progress switches."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..paths import home
+
+
+def root(ctx: click.Context) -> Path:
+    """The cache home chosen by ``--home`` / ``$LLMTRACES_HOME`` / the default."""
+    return home(ctx.obj.get("home") if ctx.obj else None)
+
+
+def show_progress(quiet: bool) -> bool:
+    """Progress bars only for a person at a terminal, and never with ``--quiet``."""
+    return not quiet and sys.stderr.isatty()
+
+
+def log_to_stderr(quiet: bool):  # type: ignore[no-untyped-def]
+    """A logger for download fallbacks: stderr, silenced by ``--quiet``."""
+    def log(msg: str) -> None:
+        if not quiet:
+            click.echo(msg, err=True)
+    return log
+
+
+def human_bytes(n: int) -> str:
+    """``1536`` -> ``1.5 KiB``."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

@@ -1,0 +1,178 @@
+"""Native file -> unified trace: identify, read, check, write; one pipeline for every source.
+
+:func:`scan` is the shared core: it streams a native file through its reader and the
+registry checks (size, checksum, row count), filling a :class:`Report`. Validation runs it and
+discards the rows; conversion runs it into a writer, which only commits the output when the
+report is clean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from . import __version__
+from .checksums import compute
+from .errors import InvalidTraceError
+from .formats import get_writer
+from .paths import home, parquet_root
+from .registry import Source, Trace, find_file, get_source
+from .report import Report
+from .schema import SCHEMA_VERSION
+from .sources import NativeFormat, ReadContext, get_format, sniff
+
+
+@dataclass
+class Identity:
+    """What a native file is: its format, and its registry entry when it is a published file."""
+
+    path: Path
+    format: NativeFormat
+    source: Source | None = None
+    trace_id: str | None = None
+    trace: Trace | None = None
+    sha256: str | None = None
+    verified: bool = False
+
+
+def identify(path: Path, report: Report, *, source: Source | None = None,
+             trace_id: str | None = None, verified: bool = False,
+             registry: Path | None = None) -> Identity:
+    """Recognise ``path``: its format from its header, its registry entry from its file name.
+
+    A file named like a published file must be that file: a different size or checksum is an
+    error (truncated, corrupted, or edited; rename a deliberately edited copy).
+    """
+    path = Path(path)
+    if source is None:
+        hit = find_file(path.name, registry)
+        if hit is not None:
+            source, trace_id, _ = hit
+    trace = source.trace(trace_id)[1] if source is not None else None
+    fmt = get_format(source.format) if source is not None else sniff(path)
+    ident = Identity(path, fmt, source, trace_id, trace, verified=verified)
+    if trace is not None:
+        pinned = trace.file
+        if verified and pinned.sha256:
+            ident.sha256 = pinned.sha256
+        else:
+            size = path.stat().st_size
+            ident.sha256 = compute(path, ("sha256",))["sha256"]
+            kinds = [k for k in ("sha256", "git_blob", "md5") if getattr(pinned, k)]
+            got = compute(path, tuple(kinds)) if kinds != ["sha256"] else {"sha256": ident.sha256}
+            bad = [k for k in kinds if got[k] != getattr(pinned, k)]
+            if size != pinned.size or bad:
+                what = (f"{size:,} bytes, the published file has {pinned.size:,}"
+                        if size != pinned.size else f"{bad[0]} {got[bad[0]]} differs from the "
+                        f"published {getattr(pinned, bad[0])}")
+                report.error("checksum", str(path),
+                             f"not the published {source.id} {trace_id} file: {what}; it is "
+                             "truncated, corrupted or edited (re-fetch it, or rename an edited "
+                             "copy to convert it as an unknown file)")
+            else:
+                ident.verified = True
+    else:
+        ident.sha256 = compute(path, ("sha256",))["sha256"]
+    return ident
+
+
+def scan(ident: Identity, report: Report, discovered: dict[str, Any], *, strict: bool = False
+         ) -> Iterator[pa.RecordBatch]:
+    """Yield the unified batches of ``ident`` while the report stays clean; check the row count.
+
+    The reader records what it discovers (time origin, ...) in ``discovered``. After the reader
+    finishes, raises :class:`InvalidTraceError` if the report failed, so a writer consuming
+    this generator never commits a bad file.
+    """
+    ctx = ReadContext(ident.path, report, label=str(ident.path),
+                      time=ident.source.time if ident.source else None,
+                      service=ident.trace.service if ident.trace else None, meta=discovered)
+    report.checked.append(str(ident.path))
+    rows = 0
+    for batch in ident.format.read(ctx):
+        rows += batch.num_rows
+        if not report.failed(strict):
+            yield batch
+    pinned = ident.trace.file.rows if ident.trace else None
+    if pinned is not None and rows != pinned and report.errors == 0:
+        report.error("rows", str(ident.path), f"{rows:,} data rows, the registry pins {pinned:,}")
+    discovered["rows"] = rows
+    if report.failed(strict):
+        first = report.problems[0] if report.problems else None
+        more = report.errors + (report.warnings if strict else 0) - 1
+        raise InvalidTraceError(
+            f"{first}" + (f" (and {more:,} more problem(s); run `llmtraces validate "
+                          f"{ident.path}` for the list)" if more > 0 else ""), report)
+
+
+def trace_metadata(ident: Identity, rows: int, discovered: dict[str, Any]) -> dict[str, Any]:
+    """The trace-level metadata stored in every converted file."""
+    src = ident.source
+    time = (src.time if src else ident.format.time).model_dump()
+    meta: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "source": src.id if src else None,
+        "trace": ident.trace_id or ident.path.stem,
+        "native_file": ident.path.name,
+        "native_sha256": ident.sha256,
+        "native_verified": ident.verified,
+        "native_format": ident.format.name,
+        "converter": f"llmtraces {__version__}",
+        "rows": rows,
+        "time": time,
+        "time_origin": discovered.get("time_origin"),
+        "licence": src.licence.model_dump() if src else None,
+        "citation": src.citation.model_dump() if src else None,
+        "tokenizer": discovered.get("tokenizer"),
+    }
+    return meta
+
+
+def convert_file(path: Path, dest: Path, *, to: str = "parquet", source: Source | None = None,
+                 trace_id: str | None = None, verified: bool = False, strict: bool = False,
+                 registry: Path | None = None) -> tuple[int, Report]:
+    """Convert one native file into ``dest`` in format ``to``; nothing is left at ``dest`` on error.
+
+    Returns the number of rows written and the report (warnings included).
+    """
+    report = Report()
+    ident = identify(Path(path), report, source=source, trace_id=trace_id, verified=verified,
+                     registry=registry)
+    writer = get_writer(to)
+    discovered: dict[str, Any] = {}
+    rows = writer.write(scan(ident, report, discovered, strict=strict), Path(dest),
+                        lambda n: trace_metadata(ident, n, discovered))
+    return rows, report
+
+
+def converted_path(source_id: str, trace_id: str, root: Path,
+                   dataset: Path | None = None) -> Path:
+    """Where one converted trace goes: a Hive partition of ``dataset`` (default
+    ``<root>/parquet``), i.e. ``source=<id>/trace=<trace>/part-0.parquet``."""
+    base = dataset if dataset is not None else parquet_root(root)
+    return base / f"source={source_id}" / f"trace={trace_id}" / "part-0.parquet"
+
+
+def convert_source(source_id: str, trace: str | None = None, *, root: Path | None = None,
+                   dataset: Path | None = None, strict: bool = False,
+                   registry: Path | None = None) -> list[tuple[str, Path, int, Report]]:
+    """Convert the cached native files of a source into the Hive-partitioned dataset.
+
+    Returns ``(trace_id, output path, rows, report)`` per trace.
+    """
+    from .download import cached_path
+
+    source = get_source(source_id, registry)
+    root = home(root)
+    out = []
+    for trace_id in source.select(trace):
+        native = cached_path(source, trace_id, root)
+        dest = converted_path(source.id, trace_id, root, dataset)
+        rows, report = convert_file(native, dest, source=source, trace_id=trace_id,
+                                    verified=True, strict=strict, registry=registry)
+        out.append((trace_id, dest, rows, report))
+    return out

@@ -1,0 +1,333 @@
+"""The one download stack: candidate URLs, cache, resume, retries, size-then-checksum checks.
+
+Every file of every source goes through :func:`fetch_file`. Bytes land in ``<name>.part`` next
+to the final path, are verified against the registry pin, and only then renamed into place, so
+the cache never holds an unverified file. A ``file://`` URL (the bundled copy, ``--file``) takes
+the same path as an HTTP one. pooch is not used: it has no HTTP Range resume, no size-first
+check, no ordered mirror list and no git-blob checksum, which are most of this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
+
+import requests
+from filelock import FileLock
+from requests.adapters import HTTPAdapter
+from tqdm.auto import tqdm
+from urllib3.util.retry import Retry
+
+from . import __version__
+from .checksums import CHUNK, mismatch, strongest
+from .errors import ChecksumError, DownloadError, LLMTracesError, NotCachedError
+from .paths import bundled_dir, home, raw_dir
+from .registry import FileEntry, Source, get_source
+
+USER_AGENT = f"llmtraces/{__version__} (+https://pypi.org/project/llmtraces/)"
+Log = Callable[[str], None]
+
+
+def _quiet_log(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Network knobs, read from the environment so clusters can set them once."""
+
+    tries: int = 5
+    timeout_s: float = 60.0
+    backoff_s: float = 1.0
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        def num(name: str, default: float) -> float:
+            raw = os.environ.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                return float(raw)
+            except ValueError:
+                raise LLMTracesError(f"${name}={raw!r}: expected a number") from None
+
+        return cls(tries=max(1, int(num("LLMTRACES_DL_TRIES", cls.tries))),
+                   timeout_s=num("LLMTRACES_DL_TIMEOUT", cls.timeout_s),
+                   backoff_s=num("LLMTRACES_DL_BACKOFF", cls.backoff_s))
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """Where a verified file is and where it came from (``cache`` when already there)."""
+
+    source: str
+    trace: str
+    path: Path
+    origin: str
+
+
+def env_offline() -> bool:
+    """Whether ``$LLMTRACES_OFFLINE`` asks never to touch the network."""
+    return os.environ.get("LLMTRACES_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def candidate_urls(source: Source, entry: FileEntry, mirror: str | None = None) -> list[str]:
+    """URLs to try in order: the ``--mirror`` base, the bundled copy, upstream, then mirrors."""
+    urls: list[str] = []
+    base = mirror or os.environ.get("LLMTRACES_MIRROR")
+    if base:
+        urls.append(f"{base.rstrip('/')}/{source.id}/{entry.name}")
+    if entry.bundled:
+        # A copy shipped in the package is verified like any download, and needs no network.
+        urls.append((bundled_dir() / source.id / entry.name).as_uri())
+    urls.append(entry.url)
+    urls.extend(entry.mirrors)
+    return list(dict.fromkeys(urls))
+
+
+def _session(settings: Settings) -> requests.Session:
+    retry = Retry(total=settings.tries - 1, connect=settings.tries - 1, read=0,
+                  status=settings.tries - 1, status_forcelist=(429, 500, 502, 503, 504),
+                  backoff_factor=settings.backoff_s, backoff_max=60,
+                  respect_retry_after_header=True, raise_on_status=False, allowed_methods=None)
+    s = requests.Session()
+    s.headers["User-Agent"] = USER_AGENT
+    # Ask for the bytes as stored: a .gz served with Content-Encoding: gzip must hash as the .gz.
+    s.headers["Accept-Encoding"] = "identity"
+    adapter = HTTPAdapter(max_retries=retry)
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
+    return s
+
+
+def _progress(name: str, total: int, initial: int, show: bool) -> tqdm:
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=name, disable=not show, leave=False, file=sys.stderr)
+
+
+def _copy_local(url: str, part: Path, entry: FileEntry, show: bool) -> None:
+    src = Path(url2pathname(unquote(urlparse(url).path)))
+    if not src.is_file():
+        raise DownloadError(f"no such file {src}")
+    with src.open("rb") as fin, part.open("wb") as fout, \
+            _progress(entry.name, entry.size, 0, show) as bar:
+        while chunk := fin.read(CHUNK):
+            fout.write(chunk)
+            bar.update(len(chunk))
+            if fout.tell() > entry.size:
+                raise DownloadError(f"{src} is larger than the pinned {entry.size:,} bytes")
+
+
+def _download_http(url: str, part: Path, entry: FileEntry, settings: Settings, show: bool,
+                   log: Log) -> None:
+    session = _session(settings)
+    for attempt in range(1, settings.tries + 1):
+        offset = part.stat().st_size if part.exists() else 0
+        if offset > entry.size:
+            part.unlink()
+            offset = 0
+        if offset == entry.size and offset > 0:
+            return  # a previous run finished the bytes; verification decides
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            resp = session.get(url, stream=True, timeout=settings.timeout_s, headers=headers)
+        except requests.RequestException as exc:
+            raise DownloadError(f"cannot connect: {type(exc).__name__}: {exc}") from None
+        with resp:
+            if resp.status_code == 206 and offset:
+                crange = resp.headers.get("Content-Range", "")
+                if not crange.startswith(f"bytes {offset}-"):
+                    raise DownloadError(f"server answered Range {offset}- with {crange!r}")
+                mode = "ab"
+            elif resp.status_code == 200:
+                mode, offset = "wb", 0
+            else:
+                raise DownloadError(f"HTTP {resp.status_code} {resp.reason}")
+            announced = resp.headers.get("Content-Length")
+            if announced is not None and announced.isdigit() and \
+                    int(announced) != entry.size - offset:
+                raise DownloadError(
+                    f"server announces {int(announced) + offset:,} bytes but the registry pins "
+                    f"{entry.size:,}: an error page, a changed upstream or a wrong URL")
+            try:
+                with part.open(mode) as fout, \
+                        _progress(entry.name, entry.size, offset, show) as bar:
+                    for chunk in resp.raw.stream(CHUNK, decode_content=False):
+                        fout.write(chunk)
+                        bar.update(len(chunk))
+                        if fout.tell() > entry.size:
+                            raise DownloadError(
+                                f"server sent more than the pinned {entry.size:,} bytes")
+                return
+            except (requests.RequestException, OSError) as exc:
+                if isinstance(exc, DownloadError):
+                    raise
+                if attempt == settings.tries:
+                    raise DownloadError(
+                        f"connection lost after {attempt} tries: {type(exc).__name__}") from None
+                got = part.stat().st_size if part.exists() else 0
+                log(f"{entry.name}: connection lost at {got:,} bytes; resuming "
+                    f"(try {attempt + 1}/{settings.tries})")
+                time.sleep(min(settings.backoff_s * 2 ** (attempt - 1), 60))
+    raise DownloadError("no bytes received")
+
+
+def _stamp_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".verified")
+
+
+def _write_stamp(dest: Path, entry: FileEntry) -> None:
+    kind, digest = strongest(entry)
+    st = dest.stat()
+    stamp = _stamp_path(dest)
+    tmp = stamp.with_name(stamp.name + ".tmp")
+    tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                               "kind": kind, "digest": digest}))
+    os.replace(tmp, stamp)
+
+
+def is_cached(dest: Path, entry: FileEntry) -> bool:
+    """True if ``dest`` is the pinned file; hashes once, then trusts a stamp of size and mtime."""
+    if not dest.is_file() or dest.stat().st_size != entry.size:
+        return False
+    kind, digest = strongest(entry)
+    try:
+        stamp = json.loads(_stamp_path(dest).read_text())
+        st = dest.stat()
+        if stamp == {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "kind": kind,
+                     "digest": digest}:
+            return True
+    except (OSError, ValueError):
+        pass
+    if mismatch(dest, entry) is None:
+        _write_stamp(dest, entry)
+        return True
+    return False
+
+
+def _reject(path: Path) -> Path:
+    aside = path.with_name(path.name.removesuffix(".part") + ".rejected")
+    os.replace(path, aside)
+    return aside
+
+
+def fetch_file(entry: FileEntry, dest: Path, urls: list[str], *, show_progress: bool = False,
+               log: Log = _quiet_log, settings: Settings | None = None,
+               offline: bool = False) -> str:
+    """Make ``dest`` a verified copy of ``entry``, trying ``urls`` in order.
+
+    Returns ``"cache"`` when it already was, else the URL that gave it. Raises
+    :class:`DownloadError` listing every URL tried and why each failed.
+
+    Examples
+    --------
+    >>> from llmtraces.registry import get_source
+    >>> from llmtraces.download import candidate_urls, fetch_file
+    >>> src = get_source("azure-llm-2023"); entry = src.traces["code"].file
+    >>> import tempfile, pathlib; dest = pathlib.Path(tempfile.mkdtemp()) / entry.name
+    >>> fetch_file(entry, dest, candidate_urls(src, entry)).startswith("file://")
+    True
+    """
+    settings = settings or Settings.from_env()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    with FileLock(str(dest.with_name(dest.name + ".lock"))):
+        if is_cached(dest, entry):
+            return "cache"
+        if dest.exists():
+            log(f"{dest}: cached copy does not match the registry; moved aside to "
+                f"{_reject(dest)}")
+        failures: list[str] = []
+        bad_bytes = 0  # sources that delivered bytes which failed verification
+        for url in urls:
+            local = url.startswith("file://")
+            if offline and not local:
+                failures.append(f"{url}: skipped (offline)")
+                continue
+            try:
+                if local:
+                    _copy_local(url, part, entry, show_progress)
+                else:
+                    _download_http(url, part, entry, settings, show_progress, log)
+            except DownloadError as exc:
+                failures.append(f"{url}: {exc}")
+                log(f"{entry.name}: {url}: {exc}")
+                continue
+            why = mismatch(part, entry)
+            if why:
+                aside = _reject(part)
+                bad_bytes += 1
+                failures.append(f"{url}: {why} (kept for inspection at {aside}); upstream may "
+                                "have changed, the transfer may be truncated, or the server sent "
+                                "an error page")
+                log(f"{entry.name}: {url}: {why}")
+                continue
+            os.replace(part, dest)
+            _write_stamp(dest, entry)
+            return url
+    if offline:
+        raise NotCachedError(
+            f"{entry.name} is not in the cache and offline mode forbids downloading it; "
+            f"put the file at {dest} (size {entry.size:,} bytes) or run `llmtraces fetch "
+            f"--file PATH`; tried: " + "; ".join(failures))
+    cls = ChecksumError if bad_bytes and bad_bytes == len(failures) else DownloadError
+    raise cls(f"could not fetch {entry.name}: " + "; ".join(failures))
+
+
+def fetch(source_id: str, trace: str | None = None, *, root: Path | None = None,
+          mirror: str | None = None, file: Path | None = None, offline: bool | None = None,
+          show_progress: bool = False, log: Log = _quiet_log,
+          registry: Path | None = None) -> list[Fetched]:
+    """Download (or import with ``file``) the native files of a source into the cache.
+
+    Parameters
+    ----------
+    source_id : registry id, e.g. ``"azure-llm-2023"``.
+    trace : one trace id; all traces when None (with ``file``: the trace it matches).
+    root : cache home; default ``$LLMTRACES_HOME`` or the user cache directory.
+    mirror : base URL tried first as ``<mirror>/<source-id>/<file-name>``.
+    file : a file the user downloaded by hand, verified like any download.
+    offline : never touch the network (default ``$LLMTRACES_OFFLINE``).
+    """
+    source = get_source(source_id, registry)
+    root = home(root)
+    offline = env_offline() if offline is None else offline
+    if file is not None:
+        file = Path(file).expanduser().resolve()
+        if not file.is_file():
+            raise DownloadError(f"--file {file}: no such file")
+        if trace is None:
+            size = file.stat().st_size
+            matches = [t for t, tr in source.traces.items()
+                       if tr.file.name == file.name or tr.file.size == size]
+            if len(matches) != 1:
+                raise DownloadError(
+                    f"--file {file}: cannot tell which trace of {source.id} it is "
+                    f"(traces: {', '.join(source.traces)}); pass --trace")
+            trace = matches[0]
+    results = []
+    for trace_id, tr in source.select(trace).items():
+        dest = raw_dir(source.id, root) / tr.file.name
+        urls = [file.as_uri()] if file is not None else candidate_urls(source, tr.file, mirror)
+        origin = fetch_file(tr.file, dest, urls, show_progress=show_progress, log=log,
+                            offline=offline)
+        results.append(Fetched(source.id, trace_id, dest, origin))
+    return results
+
+
+def cached_path(source: Source, trace_id: str, root: Path) -> Path:
+    """Path of a verified cached native file, or :class:`NotCachedError` saying how to get it."""
+    _, tr = source.trace(trace_id)
+    dest = raw_dir(source.id, root) / tr.file.name
+    if not is_cached(dest, tr.file):
+        raise NotCachedError(
+            f"{source.id} {trace_id}: {tr.file.name} is not in the cache at {dest}; run "
+            f"`llmtraces fetch {source.id} --trace {trace_id}`")
+    return dest

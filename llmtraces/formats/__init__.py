@@ -1,0 +1,55 @@
+"""Output formats of the unified trace: one module per format, each exporting ``WRITER``.
+
+A writer takes a stream of unified record batches and the trace metadata and writes one file
+atomically. Modules are discovered at run time, so adding a format is adding a module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import LLMTracesError
+
+#: Called with the final row count once all batches are written; returns the trace metadata.
+MetadataFn = Callable[[int], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Writer:
+    """An export format: its name, file suffix and write function (returns rows written)."""
+
+    name: str
+    suffix: str
+    description: str
+    write: Callable[[Iterable[pa.RecordBatch], Path, MetadataFn], int]
+
+
+@lru_cache(maxsize=1)
+def all_writers() -> dict[str, Writer]:
+    """Every export format in this package, keyed by name."""
+    found: dict[str, Writer] = {}
+    for mod in pkgutil.iter_modules(__path__):
+        if not mod.name.startswith("_"):
+            module = importlib.import_module(f"{__name__}.{mod.name}")
+            writer = getattr(module, "WRITER", None)
+            if writer is not None:
+                found[writer.name] = writer
+    return found
+
+
+def get_writer(name: str) -> Writer:
+    """The export format called ``name``."""
+    writers = all_writers()
+    try:
+        return writers[name]
+    except KeyError:
+        raise LLMTracesError(
+            f"unknown output format {name!r}; known: {', '.join(sorted(writers))}") from None

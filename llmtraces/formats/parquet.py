@@ -1,0 +1,62 @@
+"""The unified schema as Parquet: zstd, ~1M-row row groups, row order kept, metadata inside."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..atomic import atomic_path
+from ..errors import InvalidTraceError
+from ..schema import METADATA_KEY, SCHEMA_VERSION, TRACE_SCHEMA, VERSION_KEY
+from . import MetadataFn, Writer
+
+ROW_GROUP_ROWS = 1 << 20
+
+
+def write(batches: Iterable[pa.RecordBatch], dest: Path, metadata: MetadataFn,
+          row_group_rows: int = ROW_GROUP_ROWS) -> int:
+    """Write unified batches to ``dest`` atomically; memory is bounded by one row group."""
+    rows = 0
+    with atomic_path(dest) as tmp:
+        writer = pq.ParquetWriter(tmp, TRACE_SCHEMA, compression="zstd")
+        try:
+            pending: list[pa.RecordBatch] = []
+            buffered = 0
+            for batch in batches:
+                pending.append(batch)
+                buffered += batch.num_rows
+                rows += batch.num_rows
+                if buffered >= row_group_rows:
+                    writer.write_table(pa.Table.from_batches(pending, TRACE_SCHEMA),
+                                       row_group_size=row_group_rows)
+                    pending, buffered = [], 0
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending, TRACE_SCHEMA),
+                                   row_group_size=row_group_rows)
+            writer.add_key_value_metadata(
+                {METADATA_KEY: json.dumps(metadata(rows), sort_keys=True)})
+        finally:
+            writer.close()
+    return rows
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The trace metadata stored in a unified Parquet file."""
+    try:
+        kv = pq.read_metadata(path).metadata or {}
+    except (OSError, pa.ArrowException) as exc:
+        raise InvalidTraceError(f"{path}: not a readable Parquet file: {exc}") from None
+    raw = kv.get(METADATA_KEY.encode())
+    if raw is None:
+        raise InvalidTraceError(f"{path}: no {METADATA_KEY} metadata; not an llmtraces file")
+    meta: dict[str, Any] = json.loads(raw)
+    meta.setdefault("schema_version", kv.get(VERSION_KEY.encode(), b"").decode() or None)
+    return meta
+
+
+WRITER = Writer("parquet", ".parquet", f"unified schema v{SCHEMA_VERSION}, zstd Parquet", write)

@@ -1,0 +1,52 @@
+"""Where things live: the cache home, its layout, and the files shipped inside the package."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+_PKG = Path(__file__).resolve().parent
+
+
+def home(override: str | os.PathLike[str] | None = None) -> Path:
+    """Cache root: ``override``, else ``$LLMTRACES_HOME``, else the user cache directory."""
+    if override is not None:
+        return Path(override).expanduser()
+    env = os.environ.get("LLMTRACES_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir("llmtraces"))
+
+
+def raw_dir(source_id: str, root: Path) -> Path:
+    """Folder holding the verified native files of one source."""
+    return root / "raw" / source_id
+
+
+def parquet_root(root: Path) -> Path:
+    """Root of the Hive-partitioned dataset of converted traces."""
+    return root / "parquet"
+
+
+def _packaged(name: str, repo_name: str) -> Path:
+    # A wheel carries registry/ and schemas/ inside the package (pyproject force-include);
+    # a source checkout or editable install reads them from the repository root.
+    inside = _PKG / name
+    return inside if inside.is_dir() else _PKG.parent / repo_name
+
+
+def registry_dir() -> Path:
+    """Folder of the shipped ``<source-id>.toml`` registry files."""
+    return _packaged("_registry", "registry")
+
+
+def schemas_dir() -> Path:
+    """Folder of the shipped JSON Schemas."""
+    return _packaged("_schemas", "schemas")
+
+
+def bundled_dir() -> Path:
+    """Folder of trace files shipped in the package, laid out as ``<source-id>/<file-name>``."""
+    return _PKG / "data"

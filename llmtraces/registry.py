@@ -1,0 +1,195 @@
+"""The source registry: ``registry/<id>.toml`` files loaded into typed, validated models.
+
+The pydantic models below are the one declaration of a registry entry;
+``schemas/registry.schema.json`` is generated from them (a test keeps it in sync) and any
+malformed file fails loudly with its path and the dotted field that is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import RegistryError, UnknownSourceError
+from .paths import registry_dir
+
+_ID = r"^[a-z0-9][a-z0-9._-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Licence(_Strict):
+    """Terms the data is published under, as the upstream states them."""
+
+    spdx: str = Field(description="SPDX id, or LicenseRef-<name> for a custom licence.")
+    url: str = Field(description="Where the licence text is.")
+    redistributable: bool = Field(description="Whether copies may be re-hosted (mirrors, bundles).")
+    commercial_use: bool = Field(description="Whether commercial use is allowed.")
+    attribution: str = Field(description="What users must credit, in one line.")
+
+
+class Citation(_Strict):
+    """How to cite the source."""
+
+    text: str = Field(description="Human-readable reference.")
+    bibtex: str = Field(description="BibTeX entry.")
+    doi: str | None = Field(default=None, description="DOI of the paper or dataset, if any.")
+
+
+class TimeSemantics(_Strict):
+    """What the native timestamps mean: the unit, zone and origin converters rely on."""
+
+    kind: Literal["absolute", "relative", "none"] = Field(
+        description="absolute: wall-clock instants; relative: offsets from a trace start; "
+        "none: no timing.")
+    native_format: str = Field(description="How the timestamp column is written.")
+    zone: str | None = Field(default=None, description="Time zone of the wall-clock values.")
+    zone_assumed: bool = Field(
+        default=False, description="True when the zone is inferred, not stated upstream.")
+    resolution: str = Field(description="Finest step of the native values, e.g. '100ns', '1s'.")
+    origin: str = Field(description="What arrival_us = 0 is in the converted trace.")
+
+
+class FileEntry(_Strict):
+    """One downloadable native file, pinned by size and checksum."""
+
+    name: str = Field(pattern=r"^[^/\\]+$", description="File name in the cache.")
+    url: str = Field(pattern=r"^(https?|file)://", description="Pinned upstream download URL.")
+    mirrors: tuple[str, ...] = Field(default=(), description="Fallback URLs, tried in order.")
+    size: int = Field(ge=0, description="Exact size in bytes.")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    md5: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    git_blob: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{40}$",
+        description="git blob id: sha1 of 'blob <size>\\0' + content.")
+    rows: int | None = Field(default=None, ge=0, description="Exact number of data records.")
+    compression: Literal["none", "gzip"] = "none"
+    bundled: bool = Field(
+        default=False, description="A verified copy ships inside the package (data/<id>/<name>).")
+
+    @model_validator(mode="after")
+    def _needs_checksum(self) -> FileEntry:
+        if not (self.sha256 or self.md5 or self.git_blob):
+            raise ValueError("a file needs at least one checksum: sha256, md5 or git_blob")
+        return self
+
+
+class Trace(_Strict):
+    """One trace of a source: a file read by one native format."""
+
+    description: str
+    service: str | None = Field(
+        default=None, description="Workload class written to the service column where the "
+        "native data has none.")
+    file: FileEntry
+
+
+class Source(_Strict):
+    """A registry entry: everything needed to fetch, check, convert and cite one source."""
+
+    id: str = Field(pattern=_ID)
+    name: str
+    description: str
+    homepage: str
+    format: str = Field(description="Native reader name (llmtraces/sources).")
+    licence: Licence
+    citation: Citation
+    time: TimeSemantics
+    quirks: tuple[str, ...] = ()
+    traces: dict[str, Trace] = Field(min_length=1)
+
+    def trace(self, trace_id: str | None) -> tuple[str, Trace]:
+        """The named trace, or the only one; a clear error for an unknown or missing name."""
+        if trace_id is None:
+            if len(self.traces) == 1:
+                return next(iter(self.traces.items()))
+            raise UnknownSourceError(
+                f"{self.id} has traces {', '.join(self.traces)}: pick one with trace=/--trace")
+        try:
+            return trace_id, self.traces[trace_id]
+        except KeyError:
+            raise UnknownSourceError(
+                f"{self.id} has no trace {trace_id!r}; it has: {', '.join(self.traces)}"
+            ) from None
+
+    def select(self, trace_id: str | None) -> dict[str, Trace]:
+        """All traces when ``trace_id`` is None, else just the named one."""
+        if trace_id is None:
+            return dict(self.traces)
+        name, trace = self.trace(trace_id)
+        return {name: trace}
+
+
+def _describe(err: ValidationError, path: Path) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"{path}: {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_source_file(path: Path) -> Source:
+    """Parse and validate one registry file; :class:`RegistryError` names the file and field."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise RegistryError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        source = Source.model_validate(data)
+    except ValidationError as exc:
+        raise RegistryError(_describe(exc, path)) from None
+    if source.id != path.stem:
+        raise RegistryError(f"{path}: id: {source.id!r} must equal the file name {path.stem!r}")
+    from .sources import get_format  # late: sources import this module's models
+
+    try:
+        get_format(source.format)
+    except UnknownSourceError as exc:
+        raise RegistryError(f"{path}: format: {exc}") from None
+    return source
+
+
+@lru_cache(maxsize=8)
+def _load_dir(directory: Path) -> dict[str, Source]:
+    return {p.stem: load_source_file(p) for p in sorted(directory.glob("*.toml"))}
+
+
+def load_registry(directory: Path | None = None) -> dict[str, Source]:
+    """Every source in ``directory`` (default: the shipped registry), keyed by id."""
+    return _load_dir((directory or registry_dir()).resolve())
+
+
+def get_source(source_id: str, directory: Path | None = None) -> Source:
+    """The registry entry for ``source_id``, or an error listing the known ids."""
+    reg = load_registry(directory)
+    try:
+        return reg[source_id]
+    except KeyError:
+        raise UnknownSourceError(
+            f"unknown source {source_id!r}; known sources: {', '.join(reg) or '(none)'} "
+            "(see `llmtraces list`)") from None
+
+
+def find_file(name: str, directory: Path | None = None) -> tuple[Source, str, Trace] | None:
+    """The registry trace whose native file is called ``name``, if any."""
+    for source in load_registry(directory).values():
+        for trace_id, trace in source.traces.items():
+            if trace.file.name == name:
+                return source, trace_id, trace
+    return None
+
+
+def json_schema_text() -> str:
+    """The exact text of ``schemas/registry.schema.json``, generated from :class:`Source`."""
+    schema = Source.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://llmtraces.org/schemas/registry.schema.json"
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,143 @@
+"""The unified trace schema v1, declared once: one row per request.
+
+Every other representation (``schemas/trace.schema.json``, ``docs/schema.md``) is derived from
+:data:`COLUMNS`; a test keeps the committed JSON Schema equal to :func:`json_schema`.
+Types are the ones Spark, DuckDB, Polars, Dask and Ray read as they are: signed integers,
+microseconds, no unsigned or nanosecond types.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1.0"
+#: Parquet key-value metadata key holding the trace metadata (a JSON object).
+METADATA_KEY = "llmtraces.trace"
+#: Parquet key-value metadata key holding the schema version on its own, for quick checks.
+VERSION_KEY = "llmtraces.schema_version"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the unified schema, with what it means and its value constraints."""
+
+    name: str
+    type: pa.DataType
+    nullable: bool
+    description: str
+    minimum: int | None = None
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("request_id", pa.int64(), False,
+           "0..n-1 in the order of the native file (arrival order where the source is sorted).", 0),
+    Column("arrival_us", pa.int64(), True,
+           "Arrival time in microseconds since the trace's time origin; null where the source has "
+           "no timing."),
+    Column("input_tokens", pa.int64(), False,
+           "Prompt length in tokens: the full context the server must process.", 0),
+    Column("output_tokens", pa.int64(), True,
+           "Generated tokens (0 with failed=true where the source marks failures so).", 0),
+    Column("failed", pa.bool_(), True, "The source says the request failed."),
+    Column("model", pa.string(), True, "Model named by the source (ChatGPT, GPT-4, ...)."),
+    Column("service", pa.string(), True,
+           "Workload class: conversation, api, code, multimodal, agent, ..."),
+    Column("session_id", pa.string(), True, "Conversation or session key."),
+    Column("turn", pa.int32(), True, "Position within the session, from 0.", 0),
+    Column("parent_request_id", pa.int64(), True,
+           "request_id of the previous request of the same conversation, where the source links "
+           "them.", 0),
+    Column("num_images", pa.int32(), True, "Images in the request.", 0),
+    Column("e2e_latency_us", pa.int64(), True,
+           "Measured end-to-end latency in microseconds, where the source recorded it.", 0),
+    Column("input_token_ids", pa.list_(pa.int32()), True, "Actual prompt token ids."),
+    Column("output_token_ids", pa.list_(pa.int32()), True, "Actual output token ids."),
+    Column("hash_ids", pa.list_(pa.int64()), True, "Prefix-block hash ids."),
+    Column("hash_block_size", pa.int32(), True, "Tokens per hash block for hash_ids.", 1),
+    Column("source_row", pa.int64(), False,
+           "0-based index of the record among the native file's data records (header excluded).",
+           0),
+    Column("extra", pa.string(), True,
+           "JSON object of native fields with no column above, so nothing is dropped."),
+)
+
+COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+
+TRACE_SCHEMA: pa.Schema = pa.schema(
+    [pa.field(c.name, c.type, nullable=c.nullable) for c in COLUMNS],
+    metadata={VERSION_KEY: SCHEMA_VERSION},
+)
+
+
+def empty_table() -> pa.Table:
+    """A zero-row table in the unified schema."""
+    return TRACE_SCHEMA.empty_table()
+
+
+def make_batch(n: int, columns: Mapping[str, pa.Array | list[Any]]) -> pa.RecordBatch:
+    """Build a unified batch of ``n`` rows from the given columns; every other column is null.
+
+    ``request_id`` and ``source_row`` are required, as the schema makes them non-null.
+    """
+    unknown = set(columns) - set(COLUMN_NAMES)
+    if unknown:
+        raise ValueError(f"not columns of the unified schema: {sorted(unknown)}")
+    arrays = []
+    for col in COLUMNS:
+        if col.name in columns:
+            arrays.append(pa.array(columns[col.name], type=col.type))
+        elif col.nullable:
+            arrays.append(pa.nulls(n, type=col.type))
+        else:
+            raise ValueError(f"column {col.name} is required")
+    return pa.RecordBatch.from_arrays(arrays, schema=TRACE_SCHEMA)
+
+
+def row_index(start: int, n: int) -> pa.Array:
+    """int64 indices ``start .. start+n-1``, for request_id and source_row."""
+    return pa.array(range(start, start + n), type=pa.int64())
+
+
+def _json_type(t: pa.DataType) -> dict[str, Any]:
+    if pa.types.is_integer(t):
+        return {"type": "integer"}
+    if pa.types.is_boolean(t):
+        return {"type": "boolean"}
+    if pa.types.is_string(t):
+        return {"type": "string"}
+    if pa.types.is_list(t):
+        return {"type": "array", "items": _json_type(t.value_type)}
+    raise TypeError(f"no JSON Schema mapping for {t}")
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (2020-12) of one unified row, as the JSONL export writes it."""
+    props: dict[str, Any] = {}
+    for col in COLUMNS:
+        prop = _json_type(col.type)
+        if col.nullable:
+            prop["type"] = [prop["type"], "null"]
+        if col.minimum is not None:
+            prop["minimum"] = col.minimum
+        prop["description"] = col.description
+        prop["x-arrow-type"] = str(col.type)
+        props[col.name] = prop
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://llmtraces.org/schemas/trace.schema.json",
+        "title": f"llmtraces unified trace row, schema v{SCHEMA_VERSION}",
+        "type": "object",
+        "properties": props,
+        "required": [c.name for c in COLUMNS],
+        "additionalProperties": False,
+    }
+
+
+def dumps_json_schema() -> str:
+    """The exact text of ``schemas/trace.schema.json``."""
+    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
