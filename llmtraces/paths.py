@@ -38,8 +38,12 @@ def _packaged(name: str, repo_name: str) -> Path:
 
 
 def registry_dir() -> Path:
-    """Folder of the shipped ``<source-id>.toml`` registry files."""
-    return _packaged("_registry", "registry")
+    """Folder of ``<source-id>.toml`` registry files: ``$LLMTRACES_REGISTRY``, else the shipped one.
+
+    The override serves private or patched registries (and tests) with no code change.
+    """
+    env = os.environ.get("LLMTRACES_REGISTRY")
+    return Path(env).expanduser() if env else _packaged("_registry", "registry")
 
 
 def schemas_dir() -> Path:

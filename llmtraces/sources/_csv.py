@@ -80,8 +80,7 @@ def iter_csv(ctx: ReadContext, required: Sequence[str], optional: Sequence[str] 
                          line=1, value=",".join(header))
         return
     stream = pa.input_stream(ctx.path, compression="gzip" if _is_gzip(ctx) else None)
-    reader = pcsv.open_csv(
-        stream,
+    options = dict(
         read_options=pcsv.ReadOptions(block_size=ctx.batch_bytes, use_threads=True),
         parse_options=pcsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False),
         convert_options=pcsv.ConvertOptions(
@@ -89,8 +88,11 @@ def iter_csv(ctx: ReadContext, required: Sequence[str], optional: Sequence[str] 
             strings_can_be_null=False, quoted_strings_can_be_null=False),
     )
     start = 0
+    reader = None
     while True:
         try:
+            # Opening parses the first block, so it can fail like any later read.
+            reader = reader or pcsv.open_csv(stream, **options)
             batch = reader.read_next_batch()
         except StopIteration:
             return
