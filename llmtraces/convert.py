@@ -55,28 +55,29 @@ def identify(path: Path, report: Report, *, source: Source | None = None,
     trace = source.trace(trace_id)[1] if source is not None else None
     fmt = get_format(source.format) if source is not None else sniff(path)
     ident = Identity(path, fmt, source, trace_id, trace, verified=verified)
-    if trace is not None:
-        pinned = trace.file
-        if verified and pinned.sha256:
-            ident.sha256 = pinned.sha256
-        else:
-            size = path.stat().st_size
-            ident.sha256 = compute(path, ("sha256",))["sha256"]
-            kinds = [k for k in ("sha256", "git_blob", "md5") if getattr(pinned, k)]
-            got = compute(path, tuple(kinds)) if kinds != ["sha256"] else {"sha256": ident.sha256}
-            bad = [k for k in kinds if got[k] != getattr(pinned, k)]
-            if size != pinned.size or bad:
-                what = (f"{size:,} bytes, the published file has {pinned.size:,}"
-                        if size != pinned.size else f"{bad[0]} {got[bad[0]]} differs from the "
-                        f"published {getattr(pinned, bad[0])}")
-                report.error("checksum", str(path),
-                             f"not the published {source.id} {trace_id} file: {what}; it is "
-                             "truncated, corrupted or edited (re-fetch it, or rename an edited "
-                             "copy to convert it as an unknown file)")
-            else:
-                ident.verified = True
-    else:
+    if source is None or trace is None:
         ident.sha256 = compute(path, ("sha256",))["sha256"]
+        return ident
+    pinned = trace.file
+    if verified and pinned.sha256:
+        ident.sha256 = pinned.sha256  # checked when it entered the cache
+        return ident
+    kinds = ("sha256",) + tuple(k for k in ("git_blob", "md5") if getattr(pinned, k))
+    got = compute(path, kinds)  # one pass for every checksum
+    ident.sha256 = got["sha256"]
+    size = path.stat().st_size
+    bad = [k for k in kinds if getattr(pinned, k) and got[k] != getattr(pinned, k)]
+    if size != pinned.size:
+        what = f"{size:,} bytes, the published file has {pinned.size:,}"
+    elif bad:
+        what = f"{bad[0]} {got[bad[0]]} differs from the published {getattr(pinned, bad[0])}"
+    else:
+        ident.verified = True
+        return ident
+    report.error("checksum", str(path),
+                 f"not the published {source.id} {trace_id} file: {what}; it is truncated, "
+                 "corrupted or edited (re-fetch it, or rename an edited copy to convert it as an "
+                 "unknown file)")
     return ident
 
 

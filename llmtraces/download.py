@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
 import requests
+import urllib3
 from filelock import FileLock
 from requests.adapters import HTTPAdapter
 from tqdm.auto import tqdm
@@ -166,7 +167,7 @@ def _download_http(url: str, part: Path, entry: FileEntry, settings: Settings, s
                             raise DownloadError(
                                 f"server sent more than the pinned {entry.size:,} bytes")
                 return
-            except (requests.RequestException, OSError) as exc:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 if isinstance(exc, DownloadError):
                     raise
                 if attempt == settings.tries:
@@ -277,7 +278,7 @@ def fetch_file(entry: FileEntry, dest: Path, urls: list[str], *, show_progress: 
             f"{entry.name} is not in the cache and offline mode forbids downloading it; "
             f"put the file at {dest} (size {entry.size:,} bytes) or run `llmtraces fetch "
             f"--file PATH`; tried: " + "; ".join(failures))
-    cls = ChecksumError if bad_bytes and bad_bytes == len(failures) else DownloadError
+    cls = ChecksumError if bad_bytes else DownloadError
     raise cls(f"could not fetch {entry.name}: " + "; ".join(failures))
 
 

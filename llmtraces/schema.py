@@ -103,6 +103,11 @@ def row_index(start: int, n: int) -> pa.Array:
     return pa.array(range(start, start + n), type=pa.int64())
 
 
+def type_name(t: pa.DataType) -> str:
+    """Short type name as the docs write it: ``int64``, ``list<int32>``."""
+    return f"list<{t.value_type}>" if pa.types.is_list(t) else str(t)
+
+
 def _json_type(t: pa.DataType) -> dict[str, Any]:
     if pa.types.is_integer(t):
         return {"type": "integer"}
@@ -125,7 +130,7 @@ def json_schema() -> dict[str, Any]:
         if col.minimum is not None:
             prop["minimum"] = col.minimum
         prop["description"] = col.description
-        prop["x-arrow-type"] = str(col.type)
+        prop["x-arrow-type"] = type_name(col.type)
         props[col.name] = prop
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from httpserver import LoopbackServer, Route
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,6 @@ Content-Encoding, a redirect). Every request is logged so tests can assert what 
 
 from __future__ import annotations
 
-import gzip
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +24,7 @@ class Route:
     drop_times: int = 1
     honour_range: bool = True
     content_length: int | None = None
+    #: label the body (already gzip bytes, e.g. a .csv.gz) with Content-Encoding: gzip.
     gzip_encoding: bool = False
     redirect_to: str | None = None
 
@@ -59,7 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route.status != 200:
             self._plain(route.status, b"<html><body>error</body></html>")
             return
-        body = gzip.compress(route.body) if route.gzip_encoding else route.body
+        body = route.body
         start = 0
         rng = self.headers.get("Range")
         if rng and route.honour_range and rng.startswith("bytes="):
@@ -98,7 +98,8 @@ class LoopbackServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.routes: dict[str, Route] = {}
         self.log: list[tuple[str, dict[str, str]]] = []
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02},
+                                        daemon=True)
 
     @property
     def url(self) -> str:

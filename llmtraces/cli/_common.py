@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -20,7 +21,7 @@ def show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
-def log_to_stderr(quiet: bool):  # type: ignore[no-untyped-def]
+def log_to_stderr(quiet: bool) -> Callable[[str], None]:
     """A logger for download fallbacks: stderr, silenced by ``--quiet``."""
     def log(msg: str) -> None:
         if not quiet:

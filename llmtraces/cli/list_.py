@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -14,7 +15,7 @@ from ._common import human_bytes
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 def command(as_json: bool) -> None:
     """List the sources in the registry."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for s in sources():
         size = sum(t.file.size for t in s.traces.values())
         rows.append({"id": s.id, "name": s.name, "traces": list(s.traces),

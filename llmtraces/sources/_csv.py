@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from ..report import Level
 from . import GZIP_MAGIC, ReadContext
 
 
@@ -112,7 +113,7 @@ def iter_csv(ctx: ReadContext, required: Sequence[str], optional: Sequence[str] 
 
 
 def report_rows(ctx: ReadContext, batch: CsvBatch, mask: pa.Array, column: str, code: str,
-                message: str, level: str = "error") -> None:
+                message: str, level: Level = "error") -> None:
     """Report each row where ``mask`` is true, with its line and raw value of ``column``."""
     if not pc.any(mask).as_py():
         return

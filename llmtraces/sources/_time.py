@@ -8,6 +8,7 @@ dropped: :func:`parse_timestamps` returns a mask of the rows that had them.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -58,8 +59,6 @@ def parse_timestamps(raw: pa.Array, naive_offset_min: int = 0) -> ParsedTimes:
 
 
 def iso_utc(epoch_us: int) -> str:
-    """``epoch_us`` as an ISO-8601 UTC instant with microseconds, e.g. ``2023-11-16T18:17:03.979960Z``."""
-    import datetime as dt
-
+    """``epoch_us`` as an ISO-8601 UTC instant, e.g. ``2023-11-16T18:17:03.979960Z``."""
     t = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=epoch_us)
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
