@@ -114,6 +114,8 @@ def trace_metadata(ident: Identity, rows: int, discovered: dict[str, Any]) -> di
     """The trace-level metadata stored in every converted file."""
     src = ident.source
     time = (src.time if src else ident.format.time).model_dump()
+    if discovered.get("rows") and not discovered.get("naive_timestamps"):
+        time["zone_assumed"] = False  # every timestamp carried its own zone (Z, +00:00)
     meta: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "source": src.id if src else None,

@@ -105,6 +105,15 @@ class Source(_Strict):
     quirks: tuple[str, ...] = ()
     traces: dict[str, Trace] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _bundle_only_if_allowed(self) -> Source:
+        if not self.licence.redistributable:
+            for tid, tr in self.traces.items():
+                if tr.file.bundled:
+                    raise ValueError(f"traces.{tid}.file.bundled: the licence forbids "
+                                     "redistribution, so the package cannot ship a copy")
+        return self
+
     def trace(self, trace_id: str | None) -> tuple[str, Trace]:
         """The named trace, or the only one; a clear error for an unknown or missing name."""
         if trace_id is None:

@@ -75,8 +75,11 @@ def test_all_azure_timestamp_forms(tmp_path: Path):
     p = write(tmp_path, "t.csv", f"{HEADER}\n2024-05-12 00:00:00+00:00,5,1\n"
                                  "2024-05-12 00:00:00.001163+00:00,6,2\n"
                                  "2024-05-12 02:00:01.5+02:00,7,3\n")
-    t = llmtraces.load(p)
+    out, _ = convert(p, tmp_path)
+    t = pq.read_table(out)
     assert t.column("arrival_us").to_pylist() == [0, 1163, 1_500_000]
+    meta = json.loads(pq.read_metadata(out).metadata[b"llmtraces.trace"])
+    assert meta["time"]["zone_assumed"] is False  # every row carried its zone
     m = write(tmp_path, "m.csv", "TIMESTAMP,NumImages,ContextTokens,GeneratedTokens\n"
                                  "2024-10-15T12:00:00.269Z,0,100,10\n"
                                  "2024-10-15T12:00:01.000Z,3,2000,20\n")

@@ -72,6 +72,12 @@ def test_file_without_checksum_is_refused(tmp_path):
         load_registry(d)
 
 
+def test_bundling_needs_a_redistributable_licence(tmp_path):
+    d = bad_registry(tmp_path, "redistributable = true", "redistributable = false")
+    with pytest.raises(RegistryError, match="forbids redistribution"):
+        load_registry(d)
+
+
 def test_not_toml_is_refused(tmp_path):
     d = bad_registry(tmp_path, "[licence]", "[licence")
     with pytest.raises(RegistryError, match="not valid TOML"):
