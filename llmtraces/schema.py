@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SCHEMA_VERSION = "1.0"
 #: Parquet key-value metadata key holding the trace metadata (a JSON object).
@@ -98,9 +99,14 @@ def make_batch(n: int, columns: Mapping[str, pa.Array | list[Any]]) -> pa.Record
     return pa.RecordBatch.from_arrays(arrays, schema=TRACE_SCHEMA)
 
 
+_IOTA: list[pa.Array] = [pa.array([], pa.int64())]
+
+
 def row_index(start: int, n: int) -> pa.Array:
     """int64 indices ``start .. start+n-1``, for request_id and source_row."""
-    return pa.array(range(start, start + n), type=pa.int64())
+    if len(_IOTA[0]) < n:  # built once per process from Python ints, then sliced
+        _IOTA[0] = pa.array(range(max(n, 1 << 16)), type=pa.int64())
+    return pc.add(_IOTA[0].slice(0, n), pa.scalar(start, pa.int64()))
 
 
 def type_name(t: pa.DataType) -> str:

@@ -184,3 +184,30 @@ def test_gzip_native_file_streams(tmp_path: Path, code_csv: Path):
     gz.write_bytes(gzip.compress(code_csv.read_bytes()))
     t = llmtraces.load(gz)
     assert t.num_rows == 8819 and t.column("output_tokens")[-1].as_py() == 173
+
+
+def test_fast_and_exact_timestamp_paths_agree(code_csv: Path):
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    from llmtraces.sources._time import _parse_exact, _parse_uniform
+
+    real = pcsv.read_csv(code_csv, convert_options=pcsv.ConvertOptions(
+        column_types={"TIMESTAMP": pa.string()})).column("TIMESTAMP").combine_chunks()
+    samples = [
+        real,
+        pa.array(["2024-05-12 00:00:00+00:00", "2024-05-12 00:00:00.001163+00:00",
+                  "2024-05-12 02:00:01.5+02:00", "2024-05-11 23:00:00-01:00"]),
+        pa.array(["2024-10-15T12:00:00.269Z", "2024-10-15T12:00:01.000Z"]),
+        pa.array(["2023-11-16 18:00:00.1234567", "2023-11-16 18:00:00.000000001"]),
+    ]
+    for raw in samples:
+        for offset in (0, 480):
+            fast, exact = _parse_uniform(raw, offset), _parse_exact(raw, offset)
+            assert fast is not None
+            for name in ("epoch_us", "invalid", "sub_us", "naive"):
+                assert getattr(fast, name).equals(getattr(exact, name)), name
+    # Mixed styles or bad values leave the fast path to the exact one.
+    assert _parse_uniform(pa.array(["2024-05-12 00:00:00+00:00", "2023-11-16 18:00:00"]), 0) \
+        is None
+    assert _parse_uniform(pa.array(["2023-11-16 18:00:00", "2023-11-16"]), 0) is None

@@ -36,7 +36,7 @@ class ReadContext:
     label: str = ""
     time: TimeSemantics | None = None
     service: str | None = None
-    batch_bytes: int = 16 << 20
+    batch_bytes: int = 4 << 20
     #: Filled by the reader with what it discovers (e.g. ``time_origin``).
     meta: dict[str, Any] = field(default_factory=dict)
 

@@ -29,7 +29,35 @@ class ParsedTimes:
 
 
 def parse_timestamps(raw: pa.Array, naive_offset_min: int = 0) -> ParsedTimes:
-    """Parse timestamp strings; zone-less values are taken at ``naive_offset_min`` from UTC."""
+    """Parse timestamp strings; zone-less values are taken at ``naive_offset_min`` from UTC.
+
+    A block written in one style parses with Arrow's ISO-8601 cast (fast); anything else
+    (mixed styles, bad values) takes the exact regex path, which finds every invalid row.
+    """
+    return _parse_uniform(raw, naive_offset_min) or _parse_exact(raw, naive_offset_min)
+
+
+def _parse_uniform(raw: pa.Array, naive_offset_min: int) -> ParsedTimes | None:
+    if len(raw) == 0 or raw.null_count or pc.min(pc.utf8_length(raw)).as_py() < 19:
+        return None
+    first = raw[0].as_py()
+    zoned = first.endswith("Z") or (first[-6] in "+-" and first[-3] == ":")
+    target = pa.timestamp("ns", tz="UTC") if zoned else pa.timestamp("ns")
+    try:
+        # The cast refuses zone-less values for a zoned target and the reverse, so one
+        # successful cast means the whole block has the first row's style.
+        ns = pc.cast(pc.cast(raw, target), pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if not zoned and naive_offset_min:
+        ns = pc.subtract(ns, naive_offset_min * 60_000_000_000)
+    us = pc.divide(ns, 1000)  # trace epochs are after 1970, so truncation is the floor
+    sub_us = pc.not_equal(pc.subtract(ns, pc.multiply(us, 1000)), 0)
+    none = pc.is_null(us)  # all false: every value parsed
+    return ParsedTimes(us, none, sub_us, none if zoned else pc.invert(none))
+
+
+def _parse_exact(raw: pa.Array, naive_offset_min: int) -> ParsedTimes:
     parts = pc.extract_regex(raw, _PATTERN)
     matched = parts.is_valid()
     date = pc.struct_field(parts, "date")
