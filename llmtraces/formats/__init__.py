@@ -6,8 +6,6 @@ atomically. Modules are discovered at run time, so adding a format is adding a m
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .._plugins import lookup, modules
 from ..errors import LLMTracesError
 
 #: Called with the final row count once all batches are written; returns the trace metadata.
@@ -36,12 +35,10 @@ class Writer:
 def all_writers() -> dict[str, Writer]:
     """Every export format in this package, keyed by name."""
     found: dict[str, Writer] = {}
-    for mod in pkgutil.iter_modules(__path__):
-        if not mod.name.startswith("_"):
-            module = importlib.import_module(f"{__name__}.{mod.name}")
-            writer = getattr(module, "WRITER", None)
-            if writer is not None:
-                found[writer.name] = writer
+    for module in modules(__name__, __path__):
+        writer = getattr(module, "WRITER", None)
+        if writer is not None:
+            found[writer.name] = writer
     return found
 
 
@@ -51,5 +48,4 @@ def get_writer(name: str) -> Writer:
     try:
         return writers[name]
     except KeyError:
-        raise LLMTracesError(
-            f"unknown output format {name!r}; known: {', '.join(sorted(writers))}") from None
+        raise LLMTracesError(lookup(writers, name, "output format")) from None

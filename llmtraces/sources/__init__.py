@@ -9,8 +9,6 @@ time, so adding a format is adding a module.
 from __future__ import annotations
 
 import gzip
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from .._plugins import lookup, modules
 from ..errors import InvalidTraceError, UnknownSourceError
 from ..registry import TimeSemantics
 from ..report import Report
@@ -65,10 +64,7 @@ class NativeFormat(ABC):
 def all_formats() -> dict[str, NativeFormat]:
     """Every native format of every module in this package, keyed by name."""
     found: dict[str, NativeFormat] = {}
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{mod.name}")
+    for module in modules(__name__, __path__):
         for fmt in getattr(module, "FORMATS", ()):
             found[fmt.name] = fmt
     return found
@@ -80,8 +76,7 @@ def get_format(name: str) -> NativeFormat:
     try:
         return formats[name]
     except KeyError:
-        raise UnknownSourceError(
-            f"unknown native format {name!r}; known: {', '.join(sorted(formats))}") from None
+        raise UnknownSourceError(lookup(formats, name, "native format")) from None
 
 
 def read_first_line(path: Path, limit: int = 1 << 16) -> str:
