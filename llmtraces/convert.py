@@ -18,7 +18,8 @@ import pyarrow as pa
 from . import __version__
 from .checksums import compute
 from .errors import InvalidTraceError
-from .formats import get_writer
+from .formats import TraceStream, get_writer
+from .formats.parquet import is_parquet, read_stream
 from .paths import home, parquet_root
 from .registry import Source, Trace, find_file, get_source
 from .report import Report
@@ -81,74 +82,86 @@ def identify(path: Path, report: Report, *, source: Source | None = None,
     return ident
 
 
-def scan(ident: Identity, report: Report, discovered: dict[str, Any], *, strict: bool = False
-         ) -> Iterator[pa.RecordBatch]:
-    """Yield the unified batches of ``ident`` while the report stays clean; check the row count.
-
-    The reader records what it discovers (time origin, ...) in ``discovered``. After the reader
-    finishes, raises :class:`InvalidTraceError` if the report failed, so a writer consuming
-    this generator never commits a bad file.
-    """
-    ctx = ReadContext(ident.path, report, label=str(ident.path),
-                      time=ident.source.time if ident.source else None,
-                      service=ident.trace.service if ident.trace else None, meta=discovered)
-    report.checked.append(str(ident.path))
-    rows = 0
-    for batch in ident.format.read(ctx):
-        rows += batch.num_rows
-        if not report.failed(strict):
-            yield batch
-    pinned = ident.trace.file.rows if ident.trace else None
-    if pinned is not None and rows != pinned and report.errors == 0:
-        report.error("rows", str(ident.path), f"{rows:,} data rows, the registry pins {pinned:,}")
-    discovered["rows"] = rows
-    if report.failed(strict):
-        first = report.problems[0] if report.problems else None
-        more = report.errors + (report.warnings if strict else 0) - 1
-        raise InvalidTraceError(
-            f"{first}" + (f" (and {more:,} more problem(s); run `llmtraces validate "
-                          f"{ident.path}` for the list)" if more > 0 else ""), report)
-
-
-def trace_metadata(ident: Identity, rows: int, discovered: dict[str, Any]) -> dict[str, Any]:
-    """The trace-level metadata stored in every converted file."""
+def trace_metadata(ident: Identity) -> dict[str, Any]:
+    """The trace-level metadata stored with every converted trace, before the read fills in
+    what only the data tells (``rows``, ``time_origin``, the native layout)."""
     src = ident.source
-    time = (src.time if src else ident.format.time).model_dump()
-    if discovered.get("rows") and not discovered.get("naive_timestamps"):
-        time["zone_assumed"] = False  # every timestamp carried its own zone (Z, +00:00)
-    meta: dict[str, Any] = {
+    return {
         "schema_version": SCHEMA_VERSION,
         "source": src.id if src else None,
-        "trace": ident.trace_id or ident.path.stem,
+        "trace": ident.trace_id or ident.path.name.split(".")[0],
         "native_file": ident.path.name,
         "native_sha256": ident.sha256,
         "native_verified": ident.verified,
         "native_format": ident.format.name,
         "converter": f"llmtraces {__version__}",
-        "rows": rows,
-        "time": time,
-        "time_origin": discovered.get("time_origin"),
+        "rows": None,
+        "time": (src.time if src else ident.format.time).model_dump(),
+        "time_origin": None,
         "licence": src.licence.model_dump() if src else None,
         "citation": src.citation.model_dump() if src else None,
-        "tokenizer": discovered.get("tokenizer"),
+        "tokenizer": None,
+        "native_layout": {},
     }
-    return meta
+
+
+def scan(ident: Identity, report: Report, *, strict: bool = False) -> TraceStream:
+    """The unified stream of ``ident``: batches while the report stays clean, and its metadata.
+
+    The reader fills ``meta`` as it goes (``time_origin`` and ``native_layout`` are set by the
+    time the first batch is out). Once the reader is done, the row count is checked against
+    the registry and :class:`InvalidTraceError` is raised if the report failed, so a writer
+    consuming the stream never commits a bad file.
+    """
+    meta = trace_metadata(ident)
+    ctx = ReadContext(ident.path, report, label=str(ident.path),
+                      time=ident.source.time if ident.source else None,
+                      service=ident.trace.service if ident.trace else None, meta=meta)
+    report.checked.append(str(ident.path))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        rows = 0
+        for batch in ident.format.read(ctx):
+            rows += batch.num_rows
+            if not report.failed(strict):
+                yield batch
+        pinned = ident.trace.file.rows if ident.trace else None
+        if pinned is not None and rows != pinned and report.errors == 0:
+            report.error("rows", str(ident.path),
+                         f"{rows:,} data rows, the registry pins {pinned:,}")
+        meta["rows"] = rows
+        if rows and not meta.pop("naive_timestamps", False):
+            meta["time"]["zone_assumed"] = False  # every timestamp carried its own zone
+        if report.failed(strict):
+            first = report.problems[0] if report.problems else None
+            more = report.errors + (report.warnings if strict else 0) - 1
+            raise InvalidTraceError(
+                f"{first}" + (f" (and {more:,} more problem(s); run `llmtraces validate "
+                              f"{ident.path}` for the list)" if more > 0 else ""), report)
+
+    return TraceStream(batches(), meta)
 
 
 def convert_file(path: Path, dest: Path, *, to: str = "parquet", source: Source | None = None,
                  trace_id: str | None = None, verified: bool = False, strict: bool = False,
                  registry: Path | None = None) -> tuple[int, Report]:
-    """Convert one native file into ``dest`` in format ``to``; nothing is left at ``dest`` on error.
+    """Convert one trace file into ``dest`` in format ``to``; nothing is left at ``dest`` on error.
 
-    Returns the number of rows written and the report (warnings included).
+    The input is a native trace file (format recognised from its first line) or a unified
+    Parquet file. Returns the number of rows written and the report (warnings included).
     """
     report = Report()
-    ident = identify(Path(path), report, source=source, trace_id=trace_id, verified=verified,
-                     registry=registry)
-    writer = get_writer(to)
-    discovered: dict[str, Any] = {}
-    rows = writer.write(scan(ident, report, discovered, strict=strict), Path(dest),
-                        lambda n: trace_metadata(ident, n, discovered))
+    path = Path(path)
+    if Path(dest).resolve() == path.resolve():
+        raise InvalidTraceError(f"{dest}: the output would overwrite the input; pick another -o")
+    if is_parquet(path):
+        stream = read_stream(path)
+        report.checked.append(str(path))
+    else:
+        ident = identify(path, report, source=source, trace_id=trace_id, verified=verified,
+                         registry=registry)
+        stream = scan(ident, report, strict=strict)
+    rows = get_writer(to).write(stream, Path(dest))
     return rows, report
 
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from .convert import converted_path, identify, scan
 from .errors import InvalidTraceError, LLMTracesError
-from .formats.parquet import read_metadata
+from .formats.parquet import is_parquet, read_metadata
 from .paths import home, raw_dir
 from .registry import get_source
 from .report import Report
@@ -28,7 +28,7 @@ def validate_native(path: Path, report: Report, *, strict: bool = False,
     """Read a native file through its reader and registry checks, keeping only the report."""
     try:
         ident = identify(path, report, registry=registry, **identity)  # type: ignore[arg-type]
-        for _ in scan(ident, report, {}, strict=strict):
+        for _ in scan(ident, report, strict=strict).batches:
             pass
     except InvalidTraceError as exc:
         if not report.problems:  # e.g. unrecognised format: not yet in the report
@@ -106,11 +106,6 @@ def validate_unified(path: Path, report: Report, *, registry: Path | None = None
                                         f"{src_id} {trace_id}")
 
 
-def _is_parquet(path: Path) -> bool:
-    with path.open("rb") as fh:
-        return fh.read(4) == b"PAR1"
-
-
 def validate_path(path: Path, *, strict: bool = False, registry: Path | None = None) -> Report:
     """Validate a native trace file, a unified Parquet file, or a folder of unified Parquet."""
     path = Path(path)
@@ -123,7 +118,7 @@ def validate_path(path: Path, *, strict: bool = False, registry: Path | None = N
             validate_unified(part, report, registry=registry)
     elif not path.is_file():
         report.error("missing", str(path), "no such file")
-    elif _is_parquet(path):
+    elif is_parquet(path):
         validate_unified(path, report, registry=registry)
     else:
         validate_native(path, report, strict=strict, registry=registry)

@@ -6,8 +6,8 @@ atomically. Modules are discovered at run time, so adding a format is adding a m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,18 @@ import pyarrow as pa
 from .._plugins import lookup, modules
 from ..errors import LLMTracesError
 
-#: Called with the final row count once all batches are written; returns the trace metadata.
-MetadataFn = Callable[[int], dict[str, Any]]
+
+@dataclass
+class TraceStream:
+    """Unified batches and the trace metadata that goes with them.
+
+    ``meta`` is live: a reader fills it as it reads, so it holds ``time_origin`` and
+    ``native_layout`` once the first batch is out, and the final ``rows`` once ``batches`` is
+    exhausted. A stream read from unified Parquet has it all from the start.
+    """
+
+    batches: Iterator[pa.RecordBatch]
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -28,7 +38,7 @@ class Writer:
     name: str
     suffix: str
     description: str
-    write: Callable[[Iterable[pa.RecordBatch], Path, MetadataFn], int]
+    write: Callable[[TraceStream, Path], int]
 
 
 @lru_cache(maxsize=1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +12,20 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_path
 from ..errors import InvalidTraceError
 from ..schema import METADATA_KEY, SCHEMA_VERSION, TRACE_SCHEMA, VERSION_KEY
-from . import MetadataFn, Writer
+from . import TraceStream, Writer
 
 ROW_GROUP_ROWS = 1 << 20
 
 
-def write(batches: Iterable[pa.RecordBatch], dest: Path, metadata: MetadataFn,
-          row_group_rows: int = ROW_GROUP_ROWS) -> int:
-    """Write unified batches to ``dest`` atomically; memory is bounded by one row group."""
+def write(stream: TraceStream, dest: Path, row_group_rows: int = ROW_GROUP_ROWS) -> int:
+    """Write a unified stream to ``dest`` atomically; memory is bounded by one row group."""
     rows = 0
     with atomic_path(dest) as tmp:
         writer = pq.ParquetWriter(tmp, TRACE_SCHEMA, compression="zstd")
         try:
             pending: list[pa.RecordBatch] = []
             buffered = 0
-            for batch in batches:
+            for batch in stream.batches:
                 pending.append(batch)
                 buffered += batch.num_rows
                 rows += batch.num_rows
@@ -39,7 +37,7 @@ def write(batches: Iterable[pa.RecordBatch], dest: Path, metadata: MetadataFn,
                 writer.write_table(pa.Table.from_batches(pending, TRACE_SCHEMA),
                                    row_group_size=row_group_rows)
             writer.add_key_value_metadata(
-                {METADATA_KEY: json.dumps(metadata(rows), sort_keys=True)})
+                {METADATA_KEY: json.dumps(stream.meta, sort_keys=True)})
         finally:
             writer.close()
     return rows
@@ -57,6 +55,24 @@ def read_metadata(path: Path) -> dict[str, Any]:
     meta: dict[str, Any] = json.loads(raw)
     meta.setdefault("schema_version", kv.get(VERSION_KEY.encode(), b"").decode() or None)
     return meta
+
+
+def is_parquet(path: Path) -> bool:
+    """True if ``path`` is a Parquet file (by its magic bytes)."""
+    with Path(path).open("rb") as fh:
+        return fh.read(4) == b"PAR1"
+
+
+def read_stream(path: Path, batch_rows: int = 1 << 17) -> TraceStream:
+    """A unified Parquet file as a stream: batches read lazily, metadata complete."""
+    meta = read_metadata(path)
+    pf = pq.ParquetFile(path)
+    missing = [n for n in TRACE_SCHEMA.names if n not in pf.schema_arrow.names]
+    if missing:
+        raise InvalidTraceError(f"{path}: not unified schema v{SCHEMA_VERSION}: no {missing}")
+    batches = (b.select(TRACE_SCHEMA.names).cast(TRACE_SCHEMA)
+               for b in pf.iter_batches(batch_size=batch_rows, columns=TRACE_SCHEMA.names))
+    return TraceStream(batches, meta)
 
 
 WRITER = Writer("parquet", ".parquet", f"unified schema v{SCHEMA_VERSION}, zstd Parquet", write)

@@ -52,6 +52,22 @@ def _text_stream(ctx: ReadContext) -> Any:
     return ctx.path.open(encoding="utf-8-sig", newline="")
 
 
+def _line_ends(ctx: ReadContext) -> dict[str, object]:
+    """The file's newline (CRLF or LF) and whether its last line ends with one (None: unknown,
+    for gzip, where finding out would mean reading the whole stream)."""
+    gz = _is_gzip(ctx)
+    with (gzip.open(ctx.path, "rb") if gz else ctx.path.open("rb")) as fh:
+        first = fh.readline(1 << 16)
+    final: bool | None = None
+    if not gz:
+        with ctx.path.open("rb") as fh:
+            fh.seek(0, 2)
+            if fh.tell():
+                fh.seek(-1, 2)
+                final = fh.read(1) == b"\n"
+    return {"newline": "\r\n" if first.endswith(b"\r\n") else "\n", "final_newline": final}
+
+
 def _locate_bad_line(ctx: ReadContext, width: int) -> tuple[int, str] | None:
     # Slow path, only after pyarrow refused the file: find the first record of the wrong width.
     with _text_stream(ctx) as fh:
@@ -80,6 +96,7 @@ def iter_csv(ctx: ReadContext, required: Sequence[str], optional: Sequence[str] 
         ctx.report.error("header", ctx.label, f"{what}; expected {','.join(required)}",
                          line=1, value=",".join(header))
         return
+    ctx.meta.setdefault("native_layout", {}).update(columns=header, **_line_ends(ctx))
     stream = pa.input_stream(ctx.path, compression="gzip" if _is_gzip(ctx) else None)
     options = dict(
         read_options=pcsv.ReadOptions(block_size=ctx.batch_bytes, use_threads=True),

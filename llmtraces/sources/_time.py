@@ -9,6 +9,7 @@ dropped: :func:`parse_timestamps` returns a mask of the rows that had them.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -90,3 +91,53 @@ def iso_utc(epoch_us: int) -> str:
     """``epoch_us`` as an ISO-8601 UTC instant, e.g. ``2023-11-16T18:17:03.979960Z``."""
     t = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=epoch_us)
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def timestamp_style(example: str) -> dict[str, object]:
+    """How a file writes its timestamps, from one valid value, so a writer can write them back.
+
+    ``sep`` is ``" "`` or ``"T"``, ``digits`` the fractional digits, ``zone`` the suffix
+    (``""``, ``"Z"``, ``"+00:00"``) and ``omit_zero_fraction`` whether a zero fraction is left
+    out (the Azure 2024 habit, which always comes with ``+00:00``).
+    """
+    m = re.match(_PATTERN, example)
+    if m is None:
+        raise ValueError(f"not a timestamp: {example!r}")
+    zone = m.group("zone") or ""
+    frac = m.group("frac") or ""
+    return {"sep": example[10], "digits": len(frac) or 6, "zone": zone,
+            "omit_zero_fraction": bool(zone) and zone != "Z"}
+
+
+def epoch_us_of(iso: str) -> int:
+    """Microseconds since the Unix epoch of an ISO-8601 instant such as ``time_origin``."""
+    t = dt.datetime.fromisoformat(iso)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def format_timestamps(epoch_us: pa.Array, style: dict[str, object]) -> pa.Array:
+    """Epoch microseconds as timestamp strings in a file's own ``style`` (see timestamp_style).
+
+    Fractions are written with the style's digits when that loses nothing, else with 6.
+    """
+    secs = pc.divide(epoch_us, 1_000_000)
+    frac = pc.subtract(epoch_us, pc.multiply(secs, 1_000_000))
+    base = pc.strftime(pc.cast(pc.cast(secs, pa.int64()), pa.timestamp("s")),
+                       format=f"%Y-%m-%d{style.get('sep', ' ')}%H:%M:%S")
+    six = pc.utf8_lpad(pc.cast(frac, pa.string()), 6, "0")
+    digits = int(style.get("digits", 6))  # type: ignore[call-overload]
+    if digits < 6:
+        step = 10 ** (6 - digits)
+        if not pc.all(pc.equal(pc.multiply(pc.divide(frac, step), step), frac)).as_py():
+            digits = 6
+    if digits > 6:
+        text = pc.binary_join_element_wise(six, "0" * (digits - 6), "")
+    else:
+        text = pc.utf8_slice_codeunits(six, 0, digits)
+    text = pc.binary_join_element_wise(".", text, "")
+    if style.get("omit_zero_fraction"):
+        text = pc.if_else(pc.equal(frac, 0), "", text)
+    return pc.binary_join_element_wise(base, text, str(style.get("zone", "")), "")

@@ -20,7 +20,7 @@ from ..registry import TimeSemantics
 from ..schema import make_batch, row_index
 from . import NativeFormat, ReadContext
 from ._csv import CsvBatch, iter_csv, parse_counts, report_rows, split_header
-from ._time import iso_utc, parse_timestamps
+from ._time import iso_utc, parse_timestamps, timestamp_style
 
 REQUIRED = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 OPTIONAL = ("NumImages",)
@@ -75,8 +75,11 @@ class AzureCSV(NativeFormat):
             if origin is None:
                 valid = pc.indices_nonzero(pc.invert(t.invalid))
                 if len(valid):
-                    origin = t.epoch_us[valid[0].as_py()].as_py()
+                    i = valid[0].as_py()
+                    origin = t.epoch_us[i].as_py()
                     ctx.meta["time_origin"] = iso_utc(origin)
+                    ctx.meta["native_layout"]["timestamp"] = timestamp_style(
+                        b.columns["TIMESTAMP"][i].as_py())
             arrival = pc.if_else(t.invalid, pa.scalar(None, pa.int64()),
                                  pc.subtract(t.epoch_us, origin or 0))
             last = self._check_order(ctx, b, arrival, last)
