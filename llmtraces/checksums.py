@@ -10,7 +10,7 @@ CHUNK = 1 << 20
 
 
 class _Pinned(Protocol):
-    size: int
+    size: int | None
     sha256: str | None
     md5: str | None
     git_blob: str | None
@@ -38,21 +38,25 @@ def compute(path: Path, kinds: tuple[str, ...] = ("sha256",)) -> dict[str, str]:
     return {k: h.hexdigest() for k, h in hashers.items()}
 
 
-def strongest(entry: _Pinned) -> tuple[str, str]:
-    """The strongest checksum the entry pins, as ``(kind, hexdigest)``: sha256, git blob, md5."""
+def strongest(entry: _Pinned) -> tuple[str, str] | None:
+    """The strongest checksum the entry pins, as ``(kind, hexdigest)``: sha256, git blob, md5;
+    None for a file whose registry entry is marked ``unverified``."""
     for kind in ("sha256", "git_blob", "md5"):
         value = getattr(entry, kind)
         if value:
             return kind, value
-    raise ValueError("entry pins no checksum")
+    return None
 
 
 def mismatch(path: Path, entry: _Pinned) -> str | None:
     """Why ``path`` is not the pinned file (size first, then checksum), or None if it is."""
     size = path.stat().st_size
-    if size != entry.size:
+    if entry.size is not None and size != entry.size:
         return f"size is {size:,} bytes, expected {entry.size:,}"
-    kind, want = strongest(entry)
+    pinned = strongest(entry)
+    if pinned is None:
+        return None
+    kind, want = pinned
     got = compute(path, (kind,))[kind]
     if got != want:
         return f"{kind} is {got}, expected {want}"

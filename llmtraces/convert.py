@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from . import __version__
-from .checksums import compute
+from .checksums import compute, strongest
 from .errors import InvalidTraceError
 from .formats import TraceStream, get_writer
 from .formats.parquet import is_parquet, read_stream
@@ -68,12 +68,12 @@ def identify(path: Path, report: Report, *, source: Source | None = None,
     ident.sha256 = got["sha256"]
     size = path.stat().st_size
     bad = [k for k in kinds if getattr(pinned, k) and got[k] != getattr(pinned, k)]
-    if size != pinned.size:
+    if pinned.size is not None and size != pinned.size:
         what = f"{size:,} bytes, the published file has {pinned.size:,}"
     elif bad:
         what = f"{bad[0]} {got[bad[0]]} differs from the published {getattr(pinned, bad[0])}"
     else:
-        ident.verified = True
+        ident.verified = strongest(pinned) is not None
         return ident
     report.error("checksum", str(path),
                  f"not the published {source.id} {trace_id} file: {what}; it is truncated, "

@@ -108,7 +108,7 @@ def _session(settings: Settings) -> requests.Session:
     return s
 
 
-def _progress(name: str, total: int, initial: int, show: bool) -> tqdm:
+def _progress(name: str, total: int | None, initial: int, show: bool) -> tqdm:
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=name, disable=not show, leave=False, file=sys.stderr)
 
@@ -122,7 +122,7 @@ def _copy_local(url: str, part: Path, entry: FileEntry, show: bool) -> None:
         while chunk := fin.read(CHUNK):
             fout.write(chunk)
             bar.update(len(chunk))
-            if fout.tell() > entry.size:
+            if entry.size is not None and fout.tell() > entry.size:
                 raise DownloadError(f"{src} is larger than the pinned {entry.size:,} bytes")
 
 
@@ -131,7 +131,7 @@ def _download_http(url: str, part: Path, entry: FileEntry, settings: Settings, s
     session = _session(settings)
     for attempt in range(1, settings.tries + 1):
         offset = part.stat().st_size if part.exists() else 0
-        if offset > entry.size:
+        if entry.size is not None and offset > entry.size:
             part.unlink()
             offset = 0
         if offset == entry.size and offset > 0:
@@ -152,7 +152,7 @@ def _download_http(url: str, part: Path, entry: FileEntry, settings: Settings, s
             else:
                 raise DownloadError(f"HTTP {resp.status_code} {resp.reason}")
             announced = resp.headers.get("Content-Length")
-            if announced is not None and announced.isdigit() and \
+            if entry.size is not None and announced is not None and announced.isdigit() and \
                     int(announced) != entry.size - offset:
                 raise DownloadError(
                     f"server announces {int(announced) + offset:,} bytes but the registry pins "
@@ -163,7 +163,7 @@ def _download_http(url: str, part: Path, entry: FileEntry, settings: Settings, s
                     for chunk in resp.raw.stream(CHUNK, decode_content=False):
                         fout.write(chunk)
                         bar.update(len(chunk))
-                        if fout.tell() > entry.size:
+                        if entry.size is not None and fout.tell() > entry.size:
                             raise DownloadError(
                                 f"server sent more than the pinned {entry.size:,} bytes")
                 return
@@ -184,8 +184,12 @@ def _stamp_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".verified")
 
 
+def _pin(entry: FileEntry) -> tuple[str, str]:
+    return strongest(entry) or ("size-only", str(entry.size))
+
+
 def _write_stamp(dest: Path, entry: FileEntry) -> None:
-    kind, digest = strongest(entry)
+    kind, digest = _pin(entry)
     st = dest.stat()
     stamp = _stamp_path(dest)
     tmp = stamp.with_name(stamp.name + ".tmp")
@@ -196,9 +200,9 @@ def _write_stamp(dest: Path, entry: FileEntry) -> None:
 
 def is_cached(dest: Path, entry: FileEntry) -> bool:
     """True if ``dest`` is the pinned file; hashes once, then trusts a stamp of size and mtime."""
-    if not dest.is_file() or dest.stat().st_size != entry.size:
+    if not dest.is_file() or entry.size not in (None, dest.stat().st_size):
         return False
-    kind, digest = strongest(entry)
+    kind, digest = _pin(entry)
     try:
         stamp = json.loads(_stamp_path(dest).read_text())
         st = dest.stat()
@@ -270,13 +274,18 @@ def fetch_file(entry: FileEntry, dest: Path, urls: list[str], *, show_progress: 
                                 "an error page")
                 log(f"{entry.name}: {url}: {why}")
                 continue
+            if entry.unverified:
+                log(f"warning: {entry.name}: no checksum is pinned ({entry.unverified}); "
+                    "checked by size only")
             os.replace(part, dest)
             _write_stamp(dest, entry)
             return url
     if offline:
         raise NotCachedError(
             f"{entry.name} is not in the cache and offline mode forbids downloading it; "
-            f"put the file at {dest} (size {entry.size:,} bytes) or run `llmtraces fetch "
+            f"put the file at {dest}"
+            + (f" (size {entry.size:,} bytes)" if entry.size is not None else "")
+            + " or run `llmtraces fetch "
             f"--file PATH`; tried: " + "; ".join(failures))
     cls = ChecksumError if bad_bytes else DownloadError
     raise cls(f"could not fetch {entry.name}: " + "; ".join(failures))

@@ -63,7 +63,8 @@ class FileEntry(_Strict):
     name: str = Field(pattern=r"^[^/\\]+$", description="File name in the cache.")
     url: str = Field(pattern=r"^(https?|file)://", description="Pinned upstream download URL.")
     mirrors: tuple[str, ...] = Field(default=(), description="Fallback URLs, tried in order.")
-    size: int = Field(ge=0, description="Exact size in bytes.")
+    size: int | None = Field(default=None, ge=0,
+                             description="Exact size in bytes; omit only where unknown.")
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     md5: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
     git_blob: str | None = Field(
@@ -73,11 +74,18 @@ class FileEntry(_Strict):
     compression: Literal["none", "gzip"] = "none"
     bundled: bool = Field(
         default=False, description="A verified copy ships inside the package (data/<id>/<name>).")
+    unverified: str | None = Field(
+        default=None, description="Why no checksum is pinned (none published yet); downloads "
+        "are then checked by size only, with a warning. `llmtraces registry update-hashes` "
+        "pins one.")
 
     @model_validator(mode="after")
     def _needs_checksum(self) -> FileEntry:
-        if not (self.sha256 or self.md5 or self.git_blob):
-            raise ValueError("a file needs at least one checksum: sha256, md5 or git_blob")
+        if not (self.sha256 or self.md5 or self.git_blob or self.unverified):
+            raise ValueError("a file needs at least one checksum (sha256, md5 or git_blob), or "
+                             "`unverified` saying why none is known")
+        if self.bundled and (self.sha256 is None or self.size is None):
+            raise ValueError("a bundled file needs its size and sha256")
         return self
 
 

@@ -180,3 +180,22 @@ def test_unknown_source_and_trace():
     assert result.exit_code == 1 and "unknown source 'no-such-trace'" in result.output
     result = cli("validate", "no-such-trace")
     assert result.exit_code == 1 and "unknown source" in result.output
+
+
+def test_unverified_entry_is_checked_by_size_and_says_so(tmp_path, server, conv_csv):
+    from llmtraces.download import fetch_file
+    from llmtraces.registry import FileEntry
+
+    data = conv_csv.read_bytes()
+    server.routes["/u.csv"] = Route(data)
+    entry = FileEntry(name="u.csv", url=f"{server.url}/u.csv", size=len(data),
+                      unverified="no checksum published upstream")
+    messages: list[str] = []
+    dest = tmp_path / "u.csv"
+    assert fetch_file(entry, dest, [entry.url], log=messages.append) == entry.url
+    assert any("checked by size only" in m for m in messages)
+    assert fetch_file(entry, dest, [entry.url]) == "cache"
+    server.routes["/u.csv"] = Route(data[:-1])
+    dest.unlink()
+    with pytest.raises(DownloadError, match="server announces"):
+        fetch_file(entry, dest, [entry.url])

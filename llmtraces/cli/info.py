@@ -42,7 +42,9 @@ def command(ctx: click.Context, source_id: str, as_json: bool) -> None:
         state = ("converted" if converted else "fetched") if cached else (
             "bundled" if f.bundled else "not fetched")
         rows = f"{f.rows:,} rows" if f.rows is not None else "rows unknown"
-        click.echo(f"  {tid:<10} {f.name} ({human_bytes(f.size)}, {rows}) [{state}]\n"
+        size = human_bytes(f.size) if f.size is not None else "size unknown"
+        pin = f"; UNVERIFIED: {f.unverified}" if f.unverified else ""
+        click.echo(f"  {tid:<10} {f.name} ({size}, {rows}{pin}) [{state}]\n"
                    f"             {tr.description}\n             {f.url}")
     if s.quirks:
         click.echo("quirks:")

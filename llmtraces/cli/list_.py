@@ -17,7 +17,7 @@ def command(as_json: bool) -> None:
     """List the sources in the registry."""
     rows: list[dict[str, Any]] = []
     for s in sources():
-        size = sum(t.file.size for t in s.traces.values())
+        size = sum(t.file.size or 0 for t in s.traces.values())
         rows.append({"id": s.id, "name": s.name, "traces": list(s.traces),
                      "rows": sum(t.file.rows or 0 for t in s.traces.values()),
                      "bytes": size, "licence": s.licence.spdx})
