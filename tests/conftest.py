@@ -71,43 +71,56 @@ def server() -> Iterator[LoopbackServer]:
 
 
 def _pin(text: str, table: str, data: bytes, rows: int) -> str:
-    """Rewrite size, checksums and rows of one [traces.X.file] table in registry TOML text."""
+    """Pin one ``[traces.X.file]`` table of registry TOML text to ``data``: its size, sha256
+    and row count; other checksums are dropped (they described the real file)."""
     head, sep, rest = text.partition(f"[{table}]")
+    assert sep, f"no [{table}] table"
     body, nxt, tail = rest.partition("\n[")
-    blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-    fields = {
-        "size": str(len(data)),
-        "sha256": f'"{hashlib.sha256(data).hexdigest()}"',
-        "md5": f'"{hashlib.md5(data).hexdigest()}"',
-        "git_blob": f'"{blob}"',
-        "rows": str(rows),
-    }
-    for key, value in fields.items():
-        body = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", body)
+    body = re.sub(r"(?m)^(size|sha256|md5|git_blob|rows|unverified) = .*\n?", "", body)
+    pins = (f"size = {len(data)}\nsha256 = \"{hashlib.sha256(data).hexdigest()}\"\n"
+            f"rows = {rows}\n")
+    body = re.sub(r"(?m)^(name = .*\n)", lambda m: m.group(1) + pins, body, count=1)
     return head + sep + body + nxt + tail
+
+
+def _loopback_urls(text: str, base: str) -> str:
+    """Point every file URL of registry TOML text at the loopback server: ``url`` at
+    ``/upstream/<name>``, each mirror at ``/mirror<k>/<name>``; nothing can reach the internet."""
+    head, sep, traces = text.partition("[traces")
+    traces = re.sub(r'(?m)^url = "[^"]*/([^/"]+)"$', rf'url = "{base}/upstream/\1"', traces)
+
+    def mirrors(m: re.Match[str]) -> str:
+        names = re.findall(r'"[^"]*/([^/"]+)"', m.group(1))
+        return "mirrors = [" + ", ".join(
+            f'"{base}/mirror{k}/{n}"' for k, n in enumerate(names, 1)) + "]"
+
+    traces = re.sub(r"(?m)^mirrors = \[(.*)\]$", mirrors, traces)
+    assert "https://" not in traces
+    return head + sep + traces
+
+
+def build_registry(dest: Path, base_url: str,
+                   pins: dict[tuple[str, str], tuple[bytes, int]]) -> Path:
+    """A copy of the shipped registry at ``dest`` with file URLs on the loopback server and
+    the given ``(source, trace) -> (bytes, rows)`` pins (for fixtures standing in for real
+    files that are not available offline)."""
+    shutil.copytree(REPO / "registry", dest)
+    for toml in dest.glob("*.toml"):
+        text = toml.read_text(encoding="utf-8")
+        for (source, trace), (data, rows) in pins.items():
+            if toml.stem == source:
+                text = _pin(text, f"traces.{trace}.file", data, rows)
+        toml.write_text(_loopback_urls(text, base_url), encoding="utf-8")
+    return dest
 
 
 @pytest.fixture()
 def test_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, conv_csv: Path,
                   server: LoopbackServer) -> Path:
-    """The real registry, made safe and testable, and set as ``$LLMTRACES_REGISTRY``.
-
-    The conv file is pinned to the conv fixture, and every upstream URL and mirror points at
-    the loopback server (``/upstream/<name>``, ``/mirror1/<name>``; unrouted, so 404 unless a
-    test adds a route), so a fallback can never reach the internet.
-    """
-    reg = tmp_path / "registry"
-    shutil.copytree(REPO / "registry", reg)
-    toml = reg / f"{SOURCE}.toml"
-    text = _pin(toml.read_text(encoding="utf-8"), "traces.conv.file", conv_csv.read_bytes(), 9)
-    head, sep, traces = text.partition("[traces")
-    traces = re.sub(r'(?m)^url = "[^"]*/([^/"]+)"$', rf'url = "{server.url}/upstream/\1"',
-                    traces)
-    traces = re.sub(r'(?m)^mirrors = \["[^"]*/([^/"]+)"\]$',
-                    rf'mirrors = ["{server.url}/mirror1/\1"]', traces)
-    assert "https://" not in traces
-    text = head + sep + traces
-    toml.write_text(text, encoding="utf-8")
+    """The shipped registry with the Azure 2023 conv file pinned to the conv fixture and every
+    URL on the loopback server, set as ``$LLMTRACES_REGISTRY``."""
+    reg = build_registry(tmp_path / "registry", server.url,
+                         {(SOURCE, "conv"): (conv_csv.read_bytes(), 9)})
     monkeypatch.setenv("LLMTRACES_REGISTRY", str(reg))
     return reg
 

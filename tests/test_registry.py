@@ -92,7 +92,7 @@ def test_cli_fails_loudly_on_a_bad_registry(tmp_path, monkeypatch):
 
 
 def test_azure_facts_match_the_real_file(code_csv: Path):
-    (source,) = load_registry(REGISTRY).values()
+    source = load_registry(REGISTRY)[SOURCE]
     code = source.traces["code"].file
     assert (code.size, code.rows) == (320117, 8819)
     digests = compute(code_csv, ("sha256", "md5", "git_blob"))
@@ -104,8 +104,9 @@ def test_azure_facts_match_the_real_file(code_csv: Path):
     assert source.licence.spdx == "CC-BY-4.0" and source.licence.redistributable
 
 
-def test_bundled_copy_is_the_published_file():
-    (source,) = load_registry(REGISTRY).values()
+@pytest.mark.parametrize("source_id", sorted(p.stem for p in REGISTRY.glob("*.toml")))
+def test_bundled_copies_are_the_published_files(source_id: str):
+    source = load_registry(REGISTRY)[source_id]
     for trace in source.traces.values():
         f = trace.file
         path = bundled_dir() / source.id / f.name
