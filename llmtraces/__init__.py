@@ -10,7 +10,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import fetch, load, open_dataset, source, sources  # noqa: E402
+from . import sources  # noqa: E402  (a callable module: llmtraces.sources() lists the registry)
+from .api import fetch, load, open_dataset, source  # noqa: E402
 from .convert import convert_file, convert_source  # noqa: E402
 from .schema import SCHEMA_VERSION, TRACE_SCHEMA  # noqa: E402
 

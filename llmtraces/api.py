@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .convert import convert_file, convert_source, converted_path
@@ -94,13 +93,15 @@ def _load_path(path: Path, columns: list[str] | None) -> pa.Table:
     return table
 
 
-def open_dataset(root: PathLike | None = None) -> ds.Dataset:
+def open_dataset(root: PathLike | None = None) -> Any:
     """A pyarrow dataset over every converted trace, with ``source`` and ``trace`` columns.
 
     >>> d = open_dataset()
     >>> "source" in d.schema.names and "trace" in d.schema.names
     True
     """
+    import pyarrow.dataset as ds  # imports pandas when present: keep it off the import path
+
     base = parquet_root(home(root))
     base.mkdir(parents=True, exist_ok=True)
     part = pa.schema([("source", pa.string()), ("trace", pa.string())])

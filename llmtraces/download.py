@@ -23,7 +23,7 @@ import requests
 import urllib3
 from filelock import FileLock
 from requests.adapters import HTTPAdapter
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from urllib3.util.retry import Retry
 
 from . import __version__

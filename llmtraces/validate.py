@@ -20,7 +20,7 @@ from .formats.parquet import is_parquet, read_metadata
 from .paths import home, raw_dir
 from .registry import get_source
 from .report import Report
-from .schema import COLUMNS, SCHEMA_VERSION, TRACE_SCHEMA
+from .schema import COLUMNS, SCHEMA_VERSION, TRACE_SCHEMA, constant, row_index
 
 
 def validate_native(path: Path, report: Report, *, strict: bool = False,
@@ -39,7 +39,7 @@ def _check_rows(report: Report, label: str, batch: pa.RecordBatch, start: int,
                 last_arrival: int | None) -> int | None:
     n = batch.num_rows
     rid = batch.column("request_id")
-    expected = pa.array(range(start, start + n), pa.int64())
+    expected = row_index(start, n)
     off = pc.invert(pc.fill_null(pc.equal(rid, expected), False))
     for i in pc.indices_nonzero(off).to_pylist()[:5]:
         report.error("request-id", label, f"request_id must be {start + i}", line=start + i + 1,
@@ -53,7 +53,7 @@ def _check_rows(report: Report, label: str, batch: pa.RecordBatch, start: int,
             report.error("range", label, f"must be >= {col.minimum}", line=start + i + 1,
                          column=col.name, value=str(arr[i].as_py()))
     arrival = batch.column("arrival_us")
-    prev = pa.concat_arrays([pa.array([last_arrival], pa.int64()), arrival.slice(0, n - 1)]) \
+    prev = pa.concat_arrays([constant(last_arrival, 1, pa.int64()), arrival.slice(0, n - 1)]) \
         if n else arrival
     earlier = pc.fill_null(pc.less(arrival, prev), False)
     for i in pc.indices_nonzero(earlier).to_pylist():

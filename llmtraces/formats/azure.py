@@ -57,7 +57,9 @@ def _column(batch: pa.RecordBatch, name: str, origin: int, style: dict[str, Any]
             raise InvalidTraceError("an Azure CSV needs a time for every request; "
                                     f"{arrival.null_count} rows have none")
         text = format_timestamps(pc.add(arrival, origin), style)
-        raw = pa.array(kept["TIMESTAMP"], pa.string())
+        if all(v is None for v in kept["TIMESTAMP"]):
+            return text
+        raw = pa.array(kept["TIMESTAMP"], pa.string())  # rare: sub-µs values kept verbatim
         return pc.if_else(raw.is_valid(), raw, text)
     source = {"ContextTokens": "input_tokens", "GeneratedTokens": "output_tokens",
               "NumImages": "num_images"}.get(name)

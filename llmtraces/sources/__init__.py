@@ -9,6 +9,8 @@ time, so adding a format is adding a module.
 from __future__ import annotations
 
 import gzip
+import sys
+import types
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ import pyarrow as pa
 
 from .._plugins import lookup, modules
 from ..errors import InvalidTraceError, UnknownSourceError
-from ..registry import TimeSemantics
+from ..registry import Source, TimeSemantics
 from ..report import Report
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -35,7 +37,7 @@ class ReadContext:
     label: str = ""
     time: TimeSemantics | None = None
     service: str | None = None
-    batch_bytes: int = 4 << 20
+    batch_bytes: int = 1 << 20  # CSV block: pyarrow reads several ahead, so this bounds RSS
     #: Filled by the reader with what it discovers (e.g. ``time_origin``).
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -109,3 +111,16 @@ def sniff(path: Path) -> NativeFormat:
             f"{known}")
     raise InvalidTraceError(
         f"{path}:1: ambiguous: the first line fits {', '.join(f.name for f in matches)}")
+
+
+class _SourcesModule(types.ModuleType):
+    """``llmtraces.sources`` is both this package and the documented ``llmtraces.sources()``
+    call that lists the registry; a callable module lets both names work without shadowing."""
+
+    def __call__(self, registry: Path | None = None) -> list[Source]:
+        from ..api import sources
+
+        return sources(registry)
+
+
+sys.modules[__name__].__class__ = _SourcesModule

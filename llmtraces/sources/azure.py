@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..registry import TimeSemantics
-from ..schema import make_batch, row_index
+from ..schema import constant, make_batch, row_index
 from . import NativeFormat, ReadContext
 from ._csv import CsvBatch, iter_csv, parse_counts, report_rows, split_header
 from ._time import iso_utc, parse_timestamps, timestamp_style
@@ -93,7 +93,7 @@ class AzureCSV(NativeFormat):
             if "NumImages" in b.columns:
                 cols["num_images"] = pc.cast(parse_counts(ctx, b, "NumImages"), pa.int32())
             if ctx.service:
-                cols["service"] = pa.array([ctx.service] * b.num_rows, pa.string())
+                cols["service"] = constant(ctx.service, b.num_rows, pa.string())
             extra = _extra(b, t.sub_us)
             if extra is not None:
                 cols["extra"] = extra
@@ -103,7 +103,7 @@ class AzureCSV(NativeFormat):
     def _check_order(ctx: ReadContext, b: CsvBatch, arrival: pa.Array, last: int | None
                      ) -> int | None:
         """Warn on each row that arrives before the row above it; returns the block's last."""
-        prev = pa.concat_arrays([pa.array([last], pa.int64()), arrival.slice(0, b.num_rows - 1)])
+        prev = pa.concat_arrays([constant(last, 1, pa.int64()), arrival.slice(0, b.num_rows - 1)])
         earlier = pc.fill_null(pc.less(arrival, prev), False)
         report_rows(ctx, b, earlier, "TIMESTAMP", "order",
                     "arrives before the previous row (row order is kept)", level="warning")

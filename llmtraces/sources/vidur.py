@@ -1,0 +1,288 @@
+"""vidur's processed traces (microsoft/vidur ``data/processed_traces/``): two CSV layouts.
+
+``arrived_at,num_prefill_tokens,num_decode_tokens`` (``splitwise_{code,conv}.csv``) is the
+Azure LLM 2023 trace re-expressed: ``arrived_at`` is seconds since the first request, written
+by pandas as the float64 ``float(whole seconds) + microseconds / 1e6``, so the text carries
+float noise (``5.8926549999999995`` is 5,892,655 µs). Request-length traces
+(``arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv``:
+``num_prefill_tokens,num_decode_tokens,num_total_tokens,pd_ratio``) have no arrival times:
+vidur samples lengths from them and makes up arrivals itself, so ``arrival_us`` stays null.
+
+The seconds helpers here are shared with the splitwise-sim reader and the two writers: seconds
+are parsed from their decimal text (never through a float) and rounded to the nearest µs; a
+file's way of writing them is recorded so that a writer gives back the same digits, and any
+value it would not give back is kept verbatim in ``extra``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..registry import TimeSemantics
+from ..schema import make_batch, row_index
+from . import NativeFormat, ReadContext
+from ._csv import CsvBatch, iter_csv, parse_counts, report_rows, split_header
+
+ARRIVAL = "arrived_at"
+PREFILL = "num_prefill_tokens"
+DECODE = "num_decode_tokens"
+REQUIRED = (ARRIVAL, PREFILL, DECODE)
+LENGTHS_REQUIRED = (PREFILL, DECODE)
+
+#: How seconds are written: ``repr`` (pandas/Python float64 repr, vidur's files) or ``fixed``
+#: with ``digits`` decimals (``"%.6f"``; ``digits`` 0 writes whole seconds as integers).
+Style = dict[str, Any]
+REPR: Style = {"style": "repr"}
+FIXED6: Style = {"style": "fixed", "digits": 6}
+
+_PLAIN = r"^(?P<int>[0-9]{1,12})(?:\.(?P<frac>[0-9]+))?$"
+_EXPONENT = r"^[0-9]+(?:\.[0-9]*)?[eE][+-]?[0-9]{1,3}$"
+_US = 1_000_000
+
+
+# --- seconds as decimal text <-> int64 microseconds ------------------------------------------
+
+
+def _expand_exponents(raw: pa.Array) -> pa.Array:
+    # Python writes floats below 1e-4 as "5e-05"; such rows are rare (the first 100 µs of a
+    # trace), so they are rewritten as plain decimals one by one, exactly, with Decimal.
+    exp = pc.match_substring_regex(raw, _EXPONENT)
+    if not pc.any(exp).as_py():
+        return raw
+    values = raw.to_pylist()
+    for i in pc.indices_nonzero(exp).to_pylist():
+        values[i] = format(Decimal(values[i]), "f")
+    return pa.array(values, pa.string())
+
+
+def parse_seconds(ctx: ReadContext, b: CsvBatch, column: str) -> pa.Array:
+    """A column of non-negative decimal seconds as int64 µs (null where bad, reported).
+
+    Rounds to the nearest µs: float text such as ``5.8926549999999995`` sits just below the
+    microsecond it stands for, so truncating would be off by one. Digits finer than 1 µs that
+    are more than float noise (below 1 ns) get a ``sub-microsecond`` warning; the caller keeps
+    the raw text in ``extra``.
+    """
+    raw = b.columns[column]
+    parts = pc.extract_regex(_expand_exponents(raw), _PLAIN)
+    valid = parts.is_valid()
+    whole = pc.cast(pc.fill_null(pc.struct_field(parts, "int"), "0"), pa.int64())
+    frac = pc.fill_null(pc.struct_field(parts, "frac"), "")
+    micros = pc.cast(pc.utf8_rpad(pc.utf8_slice_codeunits(frac, 0, 6), 6, "0"), pa.int64())
+    finer = pc.utf8_slice_codeunits(frac, 6, 1 << 20)
+    round_up = pc.cast(pc.greater_equal(pc.utf8_slice_codeunits(finer, 0, 1), "5"), pa.int64())
+    us = pc.add(pc.add(pc.multiply(whole, _US), micros), round_up)
+
+    invalid = pc.invert(valid)
+    if pc.any(invalid).as_py():
+        empty = pc.equal(raw, "")
+        negative = pc.and_(invalid, pc.starts_with(raw, "-"))
+        other = pc.and_(invalid, pc.invert(pc.or_(empty, negative)))
+        report_rows(ctx, b, empty, column, "missing", "empty value; expected seconds")
+        report_rows(ctx, b, negative, column, "negative", "negative time; expected seconds >= 0")
+        report_rows(ctx, b, other, column, "not-number",
+                    "expected a decimal number of seconds (e.g. 4.314579)")
+    ns = pc.utf8_rpad(pc.utf8_slice_codeunits(finer, 0, 3), 3, "0")
+    noise = pc.or_(pc.equal(ns, "000"), pc.equal(ns, "999"))  # within 1 ns of the µs value
+    lossy = pc.and_(valid, pc.invert(noise))
+    report_rows(ctx, b, lossy, column, "sub-microsecond",
+                "digits finer than 1 µs do not fit arrival_us (rounded to the nearest µs); the "
+                "raw value is kept in extra", level="warning")
+    return pc.if_else(valid, us, pa.scalar(None, pa.int64()))
+
+
+def _repr_seconds(us: pa.Array) -> pa.Array:
+    """``repr(float(us // 1e6) + (us % 1e6) / 1e6)``: how vidur's pandas wrote arrived_at."""
+    whole = pc.divide(us, _US)
+    frac = pc.subtract(us, pc.multiply(whole, _US))
+    seconds = pc.add(pc.cast(whole, pa.float64()),
+                     pc.divide(pc.cast(frac, pa.float64()), float(_US)))
+    text = pc.cast(seconds, pa.string())
+    # Arrow's shortest round-trip digits equal Python's, but Arrow writes "5" for 5.0 and
+    # switches to exponents at other magnitudes; those rows are written by Python itself.
+    odd = pc.or_(pc.match_substring(text, "e"), pc.invert(pc.match_substring(text, ".")))
+    if not pc.any(odd).as_py():
+        return text
+    values = text.to_pylist()
+    floats = seconds.to_pylist()
+    for i in pc.indices_nonzero(odd).to_pylist():
+        values[i] = repr(floats[i])
+    return pa.array(values, pa.string())
+
+
+def _fixed_seconds(us: pa.Array, digits: int) -> pa.Array:
+    """Seconds with ``digits`` decimals; rows that need more (never in a file written so) get 6."""
+    whole = pc.cast(pc.divide(us, _US), pa.string())
+    frac = pc.subtract(us, pc.multiply(pc.divide(us, _US), _US))
+    six = pc.binary_join_element_wise(".", pc.utf8_lpad(pc.cast(frac, pa.string()), 6, "0"), "")
+    if digits >= 6:
+        return pc.binary_join_element_wise(whole, six, "0" * (digits - 6), "")
+    step = 10 ** (6 - digits)
+    fits = pc.equal(pc.multiply(pc.divide(frac, step), step), frac)
+    short = pc.utf8_slice_codeunits(six, 0, digits + 1) if digits else pa.scalar("")
+    return pc.binary_join_element_wise(whole, pc.if_else(fits, short, six), "")
+
+
+def format_seconds(us: pa.Array, style: Style) -> pa.Array:
+    """Non-negative int64 µs as seconds text in a file's ``style`` (see :func:`seconds_style`)."""
+    if style.get("style") == "repr":
+        return _repr_seconds(us)
+    return _fixed_seconds(us, int(style.get("digits", 6)))
+
+
+def seconds_style(raw: pa.Array, us: pa.Array) -> Style:
+    """How a file writes its seconds, judged on one block: the style that reproduces most rows.
+
+    Candidates are float64 repr (pandas' default, vidur's and splitwise-sim's files) and a fixed
+    number of decimals, the first valid value's (``"%.6f"`` files, integer seconds).
+    """
+    ok = us.is_valid()
+    raw, us = raw.filter(ok), us.filter(ok)
+    if not len(us):
+        return dict(FIXED6)
+    first = raw[0].as_py()
+    fixed: Style = {"style": "fixed", "digits": len(first.partition(".")[2]) if "e" not in
+                    first.lower() else 6}
+    scores = [(pc.sum(pc.equal(format_seconds(us, s), raw)).as_py() or 0, s)
+              for s in (REPR, fixed)]
+    return dict(max(scores, key=lambda t: t[0])[1])  # a tie keeps repr, pandas' default
+
+
+# --- extra as JSON, built column-wise ----------------------------------------------------------
+
+
+def _json_text(values: pa.Array) -> pa.Array:
+    # json.dumps(v, ensure_ascii=False)[1:-1]: only backslash, quote and control characters
+    # need escaping; control characters are rare enough to leave to json.dumps.
+    text = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
+    ctrl = pc.fill_null(pc.match_substring_regex(values, "[\\x00-\\x1f]"), False)
+    if not pc.any(ctrl).as_py():
+        return text
+    out = text.to_pylist()
+    raw = values.to_pylist()
+    for i in pc.indices_nonzero(ctrl).to_pylist():
+        out[i] = json.dumps(raw[i], ensure_ascii=False)[1:-1]
+    return pa.array(out, pa.string())
+
+
+def json_objects(fields: Sequence[tuple[str, pa.Array]]) -> pa.Array | None:
+    """Per row, the JSON object (``json.dumps`` layout) of the fields whose value is not null.
+
+    Rows with no such field get null. None when no row has any.
+    """
+    frags = []
+    for name, values in fields:
+        if values.null_count == len(values):
+            continue
+        key = json.dumps(name, ensure_ascii=False)
+        frags.append(pc.binary_join_element_wise(f"{key}: \"", _json_text(values), '"', ""))
+    if not frags:
+        return None
+    body = pc.binary_join_element_wise(*frags, ", ", null_handling="skip")
+    obj = pc.binary_join_element_wise("{", body, "}", "")
+    return pc.if_else(pc.equal(body, ""), pa.scalar(None, pa.string()), obj)
+
+
+# --- the shared reader --------------------------------------------------------------------------
+
+
+def _check_order(ctx: ReadContext, b: CsvBatch, column: str, arrival: pa.Array,
+                 last: int | None) -> int | None:
+    """Warn on each row that arrives before the row above it; returns the block's last arrival."""
+    prev = pa.concat_arrays([pa.array([last], pa.int64()), arrival.slice(0, b.num_rows - 1)])
+    earlier = pc.fill_null(pc.less(arrival, prev), False)
+    report_rows(ctx, b, earlier, column, "order",
+                "arrives before the previous row (row order is kept)", level="warning")
+    valid = arrival.drop_null()
+    return valid[-1].as_py() if len(valid) else last
+
+
+def read_seconds_csv(ctx: ReadContext, required: Sequence[str], *, arrival: str | None,
+                     inputs: str, outputs: str, verbatim: Sequence[str] = (),
+                     check: Callable[[ReadContext, CsvBatch], None] | None = None
+                     ) -> Iterator[pa.RecordBatch]:
+    """Stream a CSV with a seconds column and two token counts as unified batches.
+
+    ``verbatim`` columns and columns outside ``required`` go to ``extra`` as their exact text;
+    the ``arrival`` text goes there only where the file's own style would not reproduce it.
+    The style is recorded as ``native_layout["seconds"]`` from the first block.
+    """
+    last: int | None = None
+    style: Style | None = None
+    mapped = {arrival, inputs, outputs} - set(verbatim)
+    for b in iter_csv(ctx, required):
+        if check is not None:
+            check(ctx, b)
+        cols: dict[str, pa.Array] = {
+            "request_id": row_index(b.start, b.num_rows),
+            "source_row": row_index(b.start, b.num_rows),
+            "input_tokens": parse_counts(ctx, b, inputs),
+            "output_tokens": parse_counts(ctx, b, outputs),
+        }
+        kept: dict[str, pa.Array] = {name: b.columns[name] for name in b.columns
+                                     if name not in mapped}
+        if arrival is not None:
+            raw = b.columns[arrival]
+            us = parse_seconds(ctx, b, arrival)
+            if style is None and us.null_count < len(us):
+                style = seconds_style(raw, us)
+                ctx.meta.setdefault("native_layout", {})["seconds"] = style
+            if style is not None:
+                same = pc.fill_null(pc.equal(format_seconds(pc.fill_null(us, 0), style), raw),
+                                    True)
+                kept[arrival] = pc.if_else(same, pa.scalar(None, pa.string()), raw)
+            last = _check_order(ctx, b, arrival, us, last)
+            cols["arrival_us"] = us
+        if ctx.service:
+            cols["service"] = pc.fill_null(pa.nulls(b.num_rows, pa.string()), ctx.service)
+        extra = json_objects([(n, kept[n]) for n in b.columns if n in kept])
+        if extra is not None:
+            cols["extra"] = extra
+        yield make_batch(b.num_rows, cols)
+
+
+class VidurCSV(NativeFormat):
+    """vidur processed trace with arrivals (``splitwise_{code,conv}.csv``)."""
+
+    name = "vidur-csv"
+    description = "vidur processed trace CSV (arrived_at,num_prefill_tokens,num_decode_tokens)"
+    time = TimeSemantics(
+        kind="relative",
+        native_format="arrived_at: decimal seconds since the first request (pandas float64 "
+                      "repr, e.g. 4.314579, 5.8926549999999995)",
+        resolution="1us",
+        origin="the first request (arrived_at = 0.0)")
+
+    def sniff(self, first_line: str) -> bool:
+        return set(REQUIRED) <= set(split_header(first_line))
+
+    def read(self, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
+        return read_seconds_csv(ctx, REQUIRED, arrival=ARRIVAL, inputs=PREFILL, outputs=DECODE)
+
+
+class VidurLengthsCSV(NativeFormat):
+    """vidur request-length trace: token counts only, no arrival times."""
+
+    name = "vidur-lengths-csv"
+    description = ("vidur request-length CSV (num_prefill_tokens,num_decode_tokens[,"
+                   "num_total_tokens,pd_ratio]), no arrival times")
+    time = TimeSemantics(
+        kind="none", native_format="no timestamps (vidur generates arrivals itself)",
+        resolution="none", origin="none: arrival_us is null")
+
+    def sniff(self, first_line: str) -> bool:
+        names = set(split_header(first_line))
+        return set(LENGTHS_REQUIRED) <= names and ARRIVAL not in names
+
+    def read(self, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
+        return read_seconds_csv(ctx, LENGTHS_REQUIRED, arrival=None, inputs=PREFILL,
+                                outputs=DECODE)
+
+
+FORMATS = (VidurCSV(), VidurLengthsCSV())
