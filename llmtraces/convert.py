@@ -9,6 +9,7 @@ report is clean.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,11 @@ from .sources import NativeFormat, ReadContext, get_format, sniff
 
 @dataclass
 class Identity:
-    """What a native file is: its format, and its registry entry when it is a published file."""
+    """What a native file is: its format, and its registry entry when it is a published file.
+
+    Checksums are computed in a background thread while the file is parsed (hashlib releases
+    the GIL), and settled by :meth:`settle` before anything is committed.
+    """
 
     path: Path
     format: NativeFormat
@@ -38,6 +43,37 @@ class Identity:
     trace: Trace | None = None
     sha256: str | None = None
     verified: bool = False
+    pending: Future[dict[str, str]] | None = None
+
+    def settle(self, report: Report) -> None:
+        """Wait for the checksums; a file named like a published one must match it."""
+        if self.pending is None:
+            return
+        got, self.pending = self.pending.result(), None
+        self.sha256 = got["sha256"]
+        if self.trace is None or self.source is None:
+            return
+        pinned = self.trace.file
+        size = self.path.stat().st_size
+        bad = [k for k in got if getattr(pinned, k) and got[k] != getattr(pinned, k)]
+        if pinned.size is not None and size != pinned.size:
+            what = f"{size:,} bytes, the published file has {pinned.size:,}"
+        elif bad:
+            what = f"{bad[0]} {got[bad[0]]} differs from the published {getattr(pinned, bad[0])}"
+        else:
+            self.verified = strongest(pinned) is not None
+            return
+        report.error("checksum", str(self.path),
+                     f"not the published {self.source.id} {self.trace_id} file: {what}; it is "
+                     "truncated, corrupted or edited (re-fetch it, or rename an edited copy to "
+                     "convert it as an unknown file)")
+
+
+def _hash_in_background(path: Path, kinds: tuple[str, ...]) -> Future[dict[str, str]]:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmtraces-hash")
+    future = pool.submit(compute, path, kinds)
+    pool.shutdown(wait=False)
+    return future
 
 
 def identify(path: Path, report: Report, *, source: Source | None = None,
@@ -46,7 +82,8 @@ def identify(path: Path, report: Report, *, source: Source | None = None,
     """Recognise ``path``: its format from its header, its registry entry from its file name.
 
     A file named like a published file must be that file: a different size or checksum is an
-    error (truncated, corrupted, or edited; rename a deliberately edited copy).
+    error (truncated, corrupted, or edited; rename a deliberately edited copy), reported by
+    :meth:`Identity.settle`.
     """
     path = Path(path)
     if source is None:
@@ -56,29 +93,13 @@ def identify(path: Path, report: Report, *, source: Source | None = None,
     trace = source.trace(trace_id)[1] if source is not None else None
     fmt = get_format(source.format) if source is not None else sniff(path)
     ident = Identity(path, fmt, source, trace_id, trace, verified=verified)
-    if source is None or trace is None:
-        ident.sha256 = compute(path, ("sha256",))["sha256"]
+    if trace is not None and verified and trace.file.sha256:
+        ident.sha256 = trace.file.sha256  # checked when it entered the cache
         return ident
-    pinned = trace.file
-    if verified and pinned.sha256:
-        ident.sha256 = pinned.sha256  # checked when it entered the cache
-        return ident
-    kinds = ("sha256",) + tuple(k for k in ("git_blob", "md5") if getattr(pinned, k))
-    got = compute(path, kinds)  # one pass for every checksum
-    ident.sha256 = got["sha256"]
-    size = path.stat().st_size
-    bad = [k for k in kinds if getattr(pinned, k) and got[k] != getattr(pinned, k)]
-    if pinned.size is not None and size != pinned.size:
-        what = f"{size:,} bytes, the published file has {pinned.size:,}"
-    elif bad:
-        what = f"{bad[0]} {got[bad[0]]} differs from the published {getattr(pinned, bad[0])}"
-    else:
-        ident.verified = strongest(pinned) is not None
-        return ident
-    report.error("checksum", str(path),
-                 f"not the published {source.id} {trace_id} file: {what}; it is truncated, "
-                 "corrupted or edited (re-fetch it, or rename an edited copy to convert it as an "
-                 "unknown file)")
+    kinds: tuple[str, ...] = ("sha256",)
+    if trace is not None:
+        kinds += tuple(k for k in ("git_blob", "md5") if getattr(trace.file, k))
+    ident.pending = _hash_in_background(path, kinds)  # one pass for every checksum
     return ident
 
 
@@ -125,6 +146,8 @@ def scan(ident: Identity, report: Report, *, strict: bool = False) -> TraceStrea
             rows += batch.num_rows
             if not report.failed(strict):
                 yield batch
+        ident.settle(report)
+        meta.update(native_sha256=ident.sha256, native_verified=ident.verified)
         pinned = ident.trace.file.rows if ident.trace else None
         if pinned is not None and rows != pinned and report.errors == 0:
             report.error("rows", str(ident.path),

@@ -286,7 +286,7 @@ def fetch_file(entry: FileEntry, dest: Path, urls: list[str], *, show_progress: 
             f"put the file at {dest}"
             + (f" (size {entry.size:,} bytes)" if entry.size is not None else "")
             + " or run `llmtraces fetch "
-            f"--file PATH`; tried: " + "; ".join(failures))
+            "--file PATH`; tried: " + "; ".join(failures))
     cls = ChecksumError if bad_bytes else DownloadError
     raise cls(f"could not fetch {entry.name}: " + "; ".join(failures))
 

@@ -19,11 +19,21 @@ from . import TraceStream, Writer
 ROW_GROUP_ROWS = 1 << 17
 
 
+#: Low-cardinality strings gain from dictionaries; dictionary attempts on ids and times only
+#: cost time before falling back (half the write time, and files ~40% larger).
+DICTIONARY_COLUMNS = ["model", "service", "session_id"]
+#: Row indices and arrivals grow steadily: delta encoding stores them in a few bits each.
+DELTA_COLUMNS = {name: "DELTA_BINARY_PACKED" for name in ("request_id", "source_row",
+                                                          "arrival_us")}
+
+
 def write(stream: TraceStream, dest: Path, row_group_rows: int = ROW_GROUP_ROWS) -> int:
     """Write a unified stream to ``dest`` atomically; memory is bounded by one row group."""
     rows = 0
     with atomic_path(dest) as tmp:
-        writer = pq.ParquetWriter(tmp, TRACE_SCHEMA, compression="zstd")
+        writer = pq.ParquetWriter(tmp, TRACE_SCHEMA, compression="zstd",
+                                  use_dictionary=DICTIONARY_COLUMNS,
+                                  column_encoding=DELTA_COLUMNS)
         try:
             pending: list[pa.RecordBatch] = []
             buffered = 0
