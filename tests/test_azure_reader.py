@@ -211,3 +211,9 @@ def test_fast_and_exact_timestamp_paths_agree(code_csv: Path):
     assert _parse_uniform(pa.array(["2024-05-12 00:00:00+00:00", "2023-11-16 18:00:00"]), 0) \
         is None
     assert _parse_uniform(pa.array(["2023-11-16 18:00:00", "2023-11-16"]), 0) is None
+
+
+def test_header_only_files_are_empty_traces(tmp_path: Path):
+    for text in (HEADER, HEADER + "\r\n", HEADER + "\n"):
+        p = write(tmp_path, "h.csv", text)
+        assert llmtraces.load(p).num_rows == 0

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from ..report import Level
+from ..report import KEEP_PER_CODE, Level
 from . import GZIP_MAGIC, ReadContext
 
 
@@ -68,6 +68,11 @@ def _line_ends(ctx: ReadContext) -> dict[str, object]:
     return {"newline": "\r\n" if first.endswith(b"\r\n") else "\n", "final_newline": final}
 
 
+def _only_header(ctx: ReadContext) -> bool:
+    with ctx.path.open("rb") as fh:
+        return b"\n" not in fh.read(1 << 16) and ctx.path.stat().st_size < 1 << 16
+
+
 def _locate_bad_line(ctx: ReadContext, width: int) -> tuple[int, str] | None:
     # Slow path, only after pyarrow refused the file: find the first record of the wrong width.
     with _text_stream(ctx) as fh:
@@ -97,6 +102,8 @@ def iter_csv(ctx: ReadContext, required: Sequence[str], optional: Sequence[str] 
                          line=1, value=",".join(header))
         return
     ctx.meta.setdefault("native_layout", {}).update(columns=header, **_line_ends(ctx))
+    if ctx.meta["native_layout"]["final_newline"] is False and _only_header(ctx):
+        return  # pyarrow refuses a lone header with no newline; it is an empty trace
     stream = pa.input_stream(ctx.path, compression="gzip" if _is_gzip(ctx) else None)
     options = dict(
         read_options=pcsv.ReadOptions(block_size=ctx.batch_bytes, use_threads=True),
@@ -134,11 +141,14 @@ def report_rows(ctx: ReadContext, batch: CsvBatch, mask: pa.Array, column: str, 
     """Report each row where ``mask`` is true, with its line and raw value of ``column``."""
     if not pc.any(mask).as_py():
         return
-    idx = pc.indices_nonzero(mask).to_pylist()
+    idx = pc.indices_nonzero(mask)
+    # Only the problems the report keeps are built; the rest are counted.
+    room = max(0, KEEP_PER_CODE - ctx.report.counts[(level, code)])
     values = batch.columns[column]
-    for i in idx:
+    for i in idx.slice(0, room).to_pylist():
         ctx.report.add_problem(level, code, ctx.label, message, line=batch.line(i),
                                column=column, value=values[i].as_py())
+    ctx.report.counts[(level, code)] += max(0, len(idx) - room)
 
 
 _UINT = r"^[0-9]{1,18}$"

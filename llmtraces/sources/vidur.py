@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..registry import TimeSemantics
+from ..report import KEEP_PER_CODE, Level
 from ..schema import make_batch, row_index
 from . import NativeFormat, ReadContext
 from ._csv import CsvBatch, iter_csv, parse_counts, report_rows, split_header
@@ -47,6 +48,22 @@ _US = 1_000_000
 
 
 # --- seconds as decimal text <-> int64 microseconds ------------------------------------------
+
+
+def _report(ctx: ReadContext, b: CsvBatch, mask: pa.Array, column: str, code: str,
+            message: str, level: Level = "error") -> None:
+    """:func:`report_rows`, but rows past what the report keeps are only counted.
+
+    A splitwise-sim trace warns on every row; building a million problems the report then
+    drops would take most of the read.
+    """
+    n = pc.sum(pc.cast(mask, pa.int64())).as_py() or 0
+    if n > KEEP_PER_CODE:
+        cut = pc.indices_nonzero(mask)[KEEP_PER_CODE - 1]
+        mask = pc.and_(mask, pc.less_equal(row_index(0, len(mask)), cut))
+    report_rows(ctx, b, mask, column, code, message, level)
+    if n > KEEP_PER_CODE:
+        ctx.report.counts[(level, code)] += n - KEEP_PER_CODE
 
 
 def _expand_exponents(raw: pa.Array) -> pa.Array:
@@ -84,16 +101,16 @@ def parse_seconds(ctx: ReadContext, b: CsvBatch, column: str) -> pa.Array:
         empty = pc.equal(raw, "")
         negative = pc.and_(invalid, pc.starts_with(raw, "-"))
         other = pc.and_(invalid, pc.invert(pc.or_(empty, negative)))
-        report_rows(ctx, b, empty, column, "missing", "empty value; expected seconds")
-        report_rows(ctx, b, negative, column, "negative", "negative time; expected seconds >= 0")
-        report_rows(ctx, b, other, column, "not-number",
-                    "expected a decimal number of seconds (e.g. 4.314579)")
+        _report(ctx, b, empty, column, "missing", "empty value; expected seconds")
+        _report(ctx, b, negative, column, "negative", "negative time; expected seconds >= 0")
+        _report(ctx, b, other, column, "not-number",
+                "expected a decimal number of seconds (e.g. 4.314579)")
     ns = pc.utf8_rpad(pc.utf8_slice_codeunits(finer, 0, 3), 3, "0")
     noise = pc.or_(pc.equal(ns, "000"), pc.equal(ns, "999"))  # within 1 ns of the µs value
     lossy = pc.and_(valid, pc.invert(noise))
-    report_rows(ctx, b, lossy, column, "sub-microsecond",
-                "digits finer than 1 µs do not fit arrival_us (rounded to the nearest µs); the "
-                "raw value is kept in extra", level="warning")
+    _report(ctx, b, lossy, column, "sub-microsecond",
+            "digits finer than 1 µs do not fit arrival_us (rounded to the nearest µs); the raw "
+            "value is kept in extra", level="warning")
     return pc.if_else(valid, us, pa.scalar(None, pa.int64()))
 
 
@@ -105,8 +122,10 @@ def _repr_seconds(us: pa.Array) -> pa.Array:
                      pc.divide(pc.cast(frac, pa.float64()), float(_US)))
     text = pc.cast(seconds, pa.string())
     # Arrow's shortest round-trip digits equal Python's, but Arrow writes "5" for 5.0 and
-    # switches to exponents at other magnitudes; those rows are written by Python itself.
-    odd = pc.or_(pc.match_substring(text, "e"), pc.invert(pc.match_substring(text, ".")))
+    # "0.00005" for 5e-05, and switches to exponents at other magnitudes than Python (below
+    # 1e-4 s, i.e. 100 µs, and at 1e16 s); those rows are written by Python itself.
+    odd = pc.or_(pc.or_(pc.match_substring(text, "e"), pc.invert(pc.match_substring(text, "."))),
+                 pc.less(us, 100))
     if not pc.any(odd).as_py():
         return text
     values = text.to_pylist()
@@ -160,8 +179,11 @@ def seconds_style(raw: pa.Array, us: pa.Array) -> Style:
 def _json_text(values: pa.Array) -> pa.Array:
     # json.dumps(v, ensure_ascii=False)[1:-1]: only backslash, quote and control characters
     # need escaping; control characters are rare enough to leave to json.dumps.
+    special = pc.fill_null(pc.match_substring_regex(values, r'[\\"\x00-\x1f]'), False)
+    if not pc.any(special).as_py():
+        return values
     text = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
-    ctrl = pc.fill_null(pc.match_substring_regex(values, "[\\x00-\\x1f]"), False)
+    ctrl = pc.fill_null(pc.match_substring_regex(values, r"[\x00-\x1f]"), False)
     if not pc.any(ctrl).as_py():
         return text
     out = text.to_pylist()
@@ -181,10 +203,14 @@ def json_objects(fields: Sequence[tuple[str, pa.Array]]) -> pa.Array | None:
         if values.null_count == len(values):
             continue
         key = json.dumps(name, ensure_ascii=False)
-        frags.append(pc.binary_join_element_wise(f"{key}: \"", _json_text(values), '"', ""))
+        frag = pc.binary_join_element_wise(f"{key}: \"", _json_text(values), '", ', "")
+        frags.append(pc.fill_null(frag, ""))
     if not frags:
         return None
-    body = pc.binary_join_element_wise(*frags, ", ", null_handling="skip")
+    # Each fragment ends with ", " and a value's text ends with a quote, so trimming commas and
+    # spaces on the right removes exactly the last separator. (pyarrow's "skip" null handling
+    # in binary_join_element_wise would be simpler, but it drops all-null rows.)
+    body = pc.utf8_rtrim(pc.binary_join_element_wise(*frags, ""), characters=", ")
     obj = pc.binary_join_element_wise("{", body, "}", "")
     return pc.if_else(pc.equal(body, ""), pa.scalar(None, pa.string()), obj)
 
@@ -197,8 +223,8 @@ def _check_order(ctx: ReadContext, b: CsvBatch, column: str, arrival: pa.Array,
     """Warn on each row that arrives before the row above it; returns the block's last arrival."""
     prev = pa.concat_arrays([pa.array([last], pa.int64()), arrival.slice(0, b.num_rows - 1)])
     earlier = pc.fill_null(pc.less(arrival, prev), False)
-    report_rows(ctx, b, earlier, column, "order",
-                "arrives before the previous row (row order is kept)", level="warning")
+    _report(ctx, b, earlier, column, "order",
+            "arrives before the previous row (row order is kept)", level="warning")
     valid = arrival.drop_null()
     return valid[-1].as_py() if len(valid) else last
 
