@@ -21,12 +21,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..registry import TimeSemantics
+from ..report import KEEP_PER_CODE
 from ..schema import constant, make_batch, row_index
 from . import NativeFormat, ReadContext
 from ._csv import CsvBatch, iter_csv, parse_counts, report_rows, split_header
@@ -43,17 +45,20 @@ SERVICES = {v: k for k, v in LOG_TYPES.items()}
 FABRICATED_ROWS = 10
 
 _SECONDS = r"^(?P<int>[0-9]{1,12})(?:\.(?P<frac>[0-9]+))?$"
-_INT_SECONDS = r"^[0-9]{1,12}$"
-_COUNT = r"^[0-9]{1,18}$"
 
 
 @dataclass(frozen=True)
 class Seconds:
-    """Parsed seconds: µs per row (0 where not ``ok``), and which rows had sub-µs digits."""
+    """Parsed seconds: µs per row (0 where not ``ok``), and which rows had sub-µs digits.
+
+    ``spelling`` is the form every value was written in when one fast path read them all
+    (``"int"``: ``5``; ``"float"``: ``19440110.0``), else None.
+    """
 
     us: pa.Array
     ok: pa.Array
     sub_us: pa.Array
+    spelling: str | None = None
 
 
 def parse_seconds(raw: pa.Array) -> Seconds:
@@ -62,24 +67,59 @@ def parse_seconds(raw: pa.Array) -> Seconds:
     The digits are split as text, never through a float, so ``19440110.000001`` is exact.
     Digits finer than 1 µs are rounded half to even, like ``round(Decimal(s) * 10**6)``.
     """
-    whole_only = pc.match_substring_regex(raw, _INT_SECONDS)
-    if pc.all(whole_only).as_py():  # files 1-2: integers only
-        us = pc.multiply(pc.cast(raw, pa.int64()), 1_000_000)
-        return Seconds(us, whole_only, pc.invert(whole_only))
+    sub_us = pc.equal(pc.binary_length(raw), -1)  # all false
+    # Fast paths for the spelling of each release, chosen from the first value: `5` (files
+    # 1-2) or `19440110.0` (file 3); each costs a pass or two when it does not apply.
+    if len(raw) and "." not in raw[0].as_py():
+        ok = _digits(raw, 12)
+        if pc.all(ok).as_py():
+            return Seconds(pc.multiply(pc.cast(raw, pa.int64()), 1_000_000), ok, sub_us, "int")
+    elif pc.all(pc.ends_with(raw, ".0")).as_py():
+        whole = pc.utf8_slice_codeunits(raw, 0, -2)
+        ok = _digits(whole, 12)
+        if pc.all(ok).as_py():
+            us = pc.multiply(pc.cast(whole, pa.int64()), 1_000_000)
+            return Seconds(us, ok, sub_us, "float")
+    # Any other decimal, without a regex: drop the point, read the digits as an integer and
+    # scale by the missing fractional digits (exact for up to 6 of them).
+    n = pc.binary_length(raw)
+    point = pc.find_substring(raw, ".")  # -1 where there is none
+    no_point = pc.less(point, 0)
+    frac_len = pc.if_else(no_point, 0, pc.subtract(pc.subtract(n, point), 1))
+    int_len = pc.if_else(no_point, n, point)
+    digits = pc.replace_substring(raw, ".", "", max_replacements=1)
+    ok = pc.and_(pc.and_(pc.ascii_is_decimal(digits), pc.less_equal(int_len, 12)),
+                 pc.and_(pc.greater(int_len, 0), pc.or_(no_point, pc.greater(frac_len, 0))))
+    if pc.all(pc.or_(pc.less_equal(frac_len, 6), pc.invert(ok))).as_py():
+        if not pc.all(ok).as_py():
+            digits = pc.if_else(ok, digits, "0")
+        scale = pc.power(10, pc.subtract(6, pc.if_else(ok, frac_len, 6)))
+        us = pc.multiply(pc.cast(digits, pa.int64()), pc.cast(scale, pa.int64()))
+        return Seconds(us, ok, sub_us)
+    return _parse_seconds_exact(raw)
+
+
+def _parse_seconds_exact(raw: pa.Array) -> Seconds:
+    """The general path for digits finer than 1 µs (rare): rounds half to even."""
     parts = pc.extract_regex(raw, _SECONDS)
     ok = parts.is_valid()
-    whole = pc.cast(pc.fill_null(pc.struct_field(parts, "int"), "0"), pa.int64())
-    frac = pc.utf8_rpad(pc.fill_null(pc.struct_field(parts, "frac"), ""), 7, "0")
-    micro = pc.cast(pc.utf8_slice_codeunits(frac, 0, 6), pa.int64())
-    seventh = pc.cast(pc.utf8_slice_codeunits(frac, 6, 7), pa.int64())
-    beyond = pc.match_substring_regex(pc.utf8_slice_codeunits(frac, 7), "[1-9]")
-    odd = pc.equal(pc.bit_wise_and(micro, 1), 1)
-    up = pc.or_(pc.greater(seventh, 5),
-                pc.and_(pc.equal(seventh, 5), pc.or_(beyond, odd)))
-    us = pc.add(pc.add(pc.multiply(whole, 1_000_000), micro), pc.cast(up, pa.int64()))
-    us = pc.if_else(ok, us, 0)
-    sub_us = pc.and_(ok, pc.or_(pc.not_equal(seventh, 0), beyond))
-    return Seconds(us, ok, sub_us)
+    whole_s, frac_s = pc.struct_field(parts, "int"), pc.struct_field(parts, "frac")
+    if not pc.all(ok).as_py():  # bad rows: they are reported by the caller
+        whole_s, frac_s = pc.fill_null(whole_s, "0"), pc.fill_null(frac_s, "")
+    frac = pc.utf8_rpad(frac_s, 6, "0")
+    us = pc.add(pc.multiply(pc.cast(whole_s, pa.int64()), 1_000_000),
+                pc.cast(pc.utf8_slice_codeunits(frac, 0, 6), pa.int64()))
+    if pc.max(pc.binary_length(frac)).as_py() > 6:  # rare: digits finer than 1 µs
+        rest = pc.utf8_slice_codeunits(frac, 6)
+        first, beyond = pc.utf8_slice_codeunits(rest, 0, 1), pc.utf8_slice_codeunits(rest, 1)
+        more = pc.match_substring_regex(beyond, "[1-9]")
+        odd = pc.equal(pc.bit_wise_and(us, 1), 1)
+        up = pc.or_(pc.greater(first, "5"), pc.and_(pc.equal(first, "5"), pc.or_(more, odd)))
+        us = pc.add(us, pc.cast(up, pa.int64()))
+        sub_us = pc.and_(ok, pc.or_(pc.greater(first, "0"), more))
+    else:
+        sub_us = pc.equal(pc.binary_length(raw), -1)  # all false
+    return Seconds(pc.if_else(ok, us, 0), ok, sub_us)
 
 
 def seconds_form(raw: pa.Array, ok: pa.Array) -> dict[str, Any] | None:
@@ -95,7 +135,7 @@ def seconds_form(raw: pa.Array, ok: pa.Array) -> dict[str, Any] | None:
     dotted = pc.match_substring(values, ".")
     if not pc.all(dotted).as_py():
         return {"form": "int"}
-    digits = pc.subtract(pc.utf8_length(values), pc.add(pc.find_substring(values, "."), 1))
+    digits = pc.subtract(pc.binary_length(values), pc.add(pc.find_substring(values, "."), 1))
     lo, hi = pc.min_max(digits).values()
     if lo == hi and lo.as_py() > 1 and pc.any(pc.ends_with(values, "0")).as_py():
         return {"form": "fixed", "digits": lo.as_py()}
@@ -121,7 +161,7 @@ def format_seconds(us: pa.Array, form: dict[str, Any]) -> pa.Array:
         if n >= 6:
             digits = pc.binary_join_element_wise(six, "0" * (n - 6), "")
         else:
-            fits = pc.less_equal(pc.utf8_length(short), n)
+            fits = pc.less_equal(pc.binary_length(short), n)
             digits = pc.if_else(fits, pc.utf8_rpad(short, n, "0"), short)
     text = pc.binary_join_element_wise(whole, digits, ".")
     if kind == "int":
@@ -138,12 +178,52 @@ def log_type_of(service: pa.Array) -> pa.Array:
     return out
 
 
+@lru_cache(maxsize=1)
+def _log_type_arrays() -> tuple[pa.Array, pa.Array]:
+    # Built on first use, not at import: pa.array() imports pandas, and every format module is
+    # imported whenever the registry is loaded.
+    return pa.array(list(LOG_TYPES), pa.string()), pa.array(list(SERVICES), pa.string())
+
+
 def _blank_to_null(raw: pa.Array) -> pa.Array:
-    return pc.if_else(pc.equal(raw, ""), pa.scalar(None, pa.string()), raw)
+    blank = pc.equal(raw, "")
+    if not pc.any(blank).as_py():
+        return raw
+    return pc.if_else(blank, pa.scalar(None, pa.string()), raw)
+
+
+def _digits(raw: pa.Array, most: int) -> pa.Array:
+    """``^[0-9]{1,most}$`` without a regex pass (several times faster)."""
+    return pc.and_(pc.ascii_is_decimal(raw), pc.less_equal(pc.binary_length(raw), most))
 
 
 def _is_count(raw: pa.Array) -> pa.Array:
-    return pc.match_substring_regex(raw, _COUNT)
+    """The rows parse_counts accepts (``^[0-9]{1,18}$``)."""
+    return _digits(raw, 18)
+
+
+def _leading_zero(raw: pa.Array) -> pa.Array:
+    """Counts written with a leading zero (``007``), which a writer would not rebuild."""
+    return pc.and_(pc.starts_with(raw, "0"), pc.greater(pc.binary_length(raw), 1))
+
+
+def _respelled(raw: pa.Array, t: Seconds, form: dict[str, Any]) -> pa.Array:
+    """Valid rows whose text ``format_seconds(t.us, form)`` would not give back, found from
+    the text alone (a few cheap string tests instead of formatting every value)."""
+    kind = form.get("form")
+    if kind not in ("int", "float"):
+        return _differs(t.ok, format_seconds(t.us, form), raw)
+    lead = pc.and_(pc.starts_with(raw, "0"), pc.invert(pc.or_(pc.starts_with(raw, "0."),
+                                                              pc.equal(raw, "0"))))
+    if t.spelling == kind:  # every value is `5` (int) or `5.0` (float)
+        return lead
+    dotted = pc.match_substring(raw, ".")
+    zero_end = pc.and_(dotted, pc.ends_with(raw, "0"))
+    if kind == "float":  # shortest decimal, at least one digit: `5.0`, `2.25`
+        odd = pc.or_(pc.invert(dotted), pc.and_(zero_end, pc.invert(pc.ends_with(raw, ".0"))))
+    else:  # `5` where whole, else the shortest decimal: `2.25`
+        odd = zero_end
+    return pc.and_(t.ok, pc.or_(pc.or_(lead, odd), t.sub_us))
 
 
 def _differs(ok: pa.Array, rebuilt: pa.Array, raw: pa.Array) -> pa.Array:
@@ -209,13 +289,10 @@ class BurstGPTCSV(NativeFormat):
             self._check_order(ctx, b, arrival, state)
             self._check_fabricated(ctx, b, arrival, state, final=False)
 
-            inputs = parse_counts(ctx, b, "Request tokens")
-            outputs = parse_counts(ctx, b, "Response tokens")
-            totals = parse_counts(ctx, b, "Total tokens")
-            self._check_totals(ctx, b, inputs, outputs, totals, kept)
-            for col, values in (("Request tokens", inputs), ("Response tokens", outputs)):
-                raw = b.columns[col]
-                kept[col] = _differs(_is_count(raw), pc.cast(values, pa.string()), raw)
+            (inputs, outputs, totals), ok = self._counts(ctx, b, REQUIRED[2:5])
+            self._check_totals(ctx, b, inputs, outputs, totals, ok)
+            for col in REQUIRED[2:5]:
+                kept[col] = pc.and_(ok[col], _leading_zero(b.columns[col]))
             cols["input_tokens"] = inputs
             cols["output_tokens"] = outputs
             cols["failed"] = pc.equal(outputs, 0)
@@ -258,38 +335,54 @@ class BurstGPTCSV(NativeFormat):
             form = seconds_form(raw, t.ok)
             if form is not None:
                 layout[form_key] = form
-        form = layout.get(form_key, {"form": "int"})
-        kept[col] = _differs(t.ok, format_seconds(t.us, form), raw)
+        kept[col] = _respelled(raw, t, layout.get(form_key, {"form": "int"}))
+        if t.spelling is not None:
+            return t.us
         return pc.if_else(t.ok, t.us, pa.scalar(None, pa.int64()))
 
     @staticmethod
+    def _counts(ctx: ReadContext, b: CsvBatch, columns: tuple[str, ...]
+                ) -> tuple[list[pa.Array], dict[str, pa.Array]]:
+        """Token count columns as int64, and which rows are valid counts."""
+        values, ok = [], {}
+        for col in columns:
+            raw = b.columns[col]
+            ok[col] = _is_count(raw)
+            # parse_counts reports each bad value; a clean column is just cast.
+            values.append(pc.cast(raw, pa.int64()) if pc.all(ok[col]).as_py()
+                          else parse_counts(ctx, b, col))
+        return values, ok
+
+    @staticmethod
     def _check_totals(ctx: ReadContext, b: CsvBatch, inputs: pa.Array, outputs: pa.Array,
-                      totals: pa.Array, kept: dict[str, pa.Array]) -> None:
+                      totals: pa.Array, ok: dict[str, pa.Array]) -> None:
         """Total tokens must be Request + Response; it is derivable, so it is not stored."""
-        raw = b.columns["Total tokens"]
-        ok_total = _is_count(raw)
-        both = pc.and_(_is_count(b.columns["Request tokens"]),
-                       _is_count(b.columns["Response tokens"]))
         expected = pc.add(inputs, outputs)
-        wrong = pc.and_(pc.and_(both, ok_total), pc.not_equal(totals, expected))
-        if pc.any(wrong).as_py():
-            for i in pc.indices_nonzero(wrong).to_pylist():
-                ctx.report.error("total", ctx.label,
-                                 f"Total tokens must equal Request tokens + Response tokens "
-                                 f"= {expected[i].as_py()}", line=b.line(i),
-                                 column="Total tokens", value=raw[i].as_py())
-        kept["Total tokens"] = _differs(ok_total, pc.cast(expected, pa.string()), raw)
+        valid = pc.and_(pc.and_(ok["Request tokens"], ok["Response tokens"]), ok["Total tokens"])
+        wrong = pc.and_(valid, pc.not_equal(totals, expected))
+        if not pc.any(wrong).as_py():
+            return
+        idx = pc.indices_nonzero(wrong)
+        # Like report_rows: only the problems the report keeps are built, the rest counted.
+        room = max(0, KEEP_PER_CODE - ctx.report.counts[("error", "total")])
+        raw = b.columns["Total tokens"]
+        for i in idx.slice(0, room).to_pylist():
+            ctx.report.error("total", ctx.label,
+                             f"Total tokens must equal Request tokens + Response tokens "
+                             f"= {expected[i].as_py()}", line=b.line(i),
+                             column="Total tokens", value=raw[i].as_py())
+        ctx.report.counts[("error", "total")] += max(0, len(idx) - room)
 
     @staticmethod
     def _service(ctx: ReadContext, b: CsvBatch, kept: dict[str, pa.Array]) -> pa.Array:
         """``Log Type`` as a service name; other values kept verbatim and warned about."""
         raw = b.columns["Log Type"]
-        known = pc.is_in(raw, value_set=pa.array(list(LOG_TYPES), pa.string()))
-        service = raw
-        for log, svc in LOG_TYPES.items():
-            service = pc.if_else(pc.equal(raw, log), svc, service)
-        if pc.all(known).as_py():
+        names, services = _log_type_arrays()
+        service = pc.take(services, pc.index_in(raw, value_set=names))  # null where unknown
+        if not service.null_count:
             return service
+        known = service.is_valid()
+        service = pc.if_else(known, service, raw)
         report_rows(ctx, b, pc.invert(known), "Log Type", "log-type",
                     "expected 'Conversation log' or 'API log'; kept verbatim in service",
                     level="warning")
