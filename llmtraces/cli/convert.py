@@ -37,11 +37,12 @@ def _warn(report: Report, quiet: bool) -> None:
 @click.pass_context
 def command(ctx: click.Context, target: str, trace: str | None, to: str, output: Path | None,
             strict: bool, mirror: str | None, offline: bool, quiet: bool) -> None:
-    """Convert TARGET, a registry source id or a native trace file, into the unified schema.
+    """Convert TARGET (a registry source id, a native trace file, or a unified Parquet file).
 
     A source id writes <home>/parquet/source=<id>/trace=<trace>/part-0.parquet, fetching files
-    first if needed. A file's format is recognised from its header. Nothing is written at the
-    output path unless the whole input converts cleanly.
+    first if needed. A native file's format is recognised from its header or first record; a
+    unified Parquet file can be exported to any --to format. Nothing is written at the output
+    path unless the whole input converts cleanly.
     """
     path = Path(target)
     if path.exists():

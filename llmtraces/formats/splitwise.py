@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from ..sources.splitwise import ARRIVAL, COLUMNS, LLM_REQUEST, PROMPT, TOKENS
 from ..sources.vidur import FIXED6
 from . import TraceStream, Writer
-from .vidur import Plan, counts, csv_field, native_plan, seconds, write_csv
+from ._csvwrite import Plan, counts, csv_field, native_plan, seconds, write_csv
 
 DEFAULTS = {"request_type": LLM_REQUEST, "application_id": "0", "batch_size": "1"}
 

@@ -151,20 +151,27 @@ def report_rows(ctx: ReadContext, batch: CsvBatch, mask: pa.Array, column: str, 
     ctx.report.counts[(level, code)] += max(0, len(idx) - room)
 
 
-_UINT = r"^[0-9]{1,18}$"
+def is_digits(raw: pa.Array, most: int) -> pa.Array:
+    """``^[0-9]{1,most}$`` per row, without a regex pass (several times faster)."""
+    return pc.and_(pc.ascii_is_decimal(raw), pc.less_equal(pc.binary_length(raw), most))
+
+
+def is_count(raw: pa.Array) -> pa.Array:
+    """The rows :func:`parse_counts` accepts (``^[0-9]{1,18}$``: always fits int64)."""
+    return is_digits(raw, 18)
 
 
 def parse_counts(ctx: ReadContext, batch: CsvBatch, column: str) -> pa.Array:
     """A column of non-negative integer counts as int64; bad cells are reported (and read as 0)."""
     raw = batch.columns[column]
-    ok = pc.match_substring_regex(raw, _UINT)
-    bad = pc.invert(ok)
-    if pc.any(bad).as_py():
-        empty = pc.equal(raw, "")
-        negative = pc.match_substring_regex(raw, r"^-[0-9]+$")
-        other = pc.and_(bad, pc.invert(pc.or_(empty, negative)))
-        report_rows(ctx, batch, empty, column, "missing", "empty value; expected a token count")
-        report_rows(ctx, batch, negative, column, "negative", "negative token count")
-        report_rows(ctx, batch, other, column, "not-integer",
-                    "expected a non-negative integer")
+    ok = is_count(raw)
+    if pc.all(ok).as_py():  # the usual case: a plain cast, no masking pass
+        return pc.cast(raw, pa.int64())
+    bad = pc.invert(ok)  # some row is bad: report each
+    empty = pc.equal(raw, "")
+    negative = pc.match_substring_regex(raw, r"^-[0-9]+$")
+    other = pc.and_(bad, pc.invert(pc.or_(empty, negative)))
+    report_rows(ctx, batch, empty, column, "missing", "empty value; expected a token count")
+    report_rows(ctx, batch, negative, column, "negative", "negative token count")
+    report_rows(ctx, batch, other, column, "not-integer", "expected a non-negative integer")
     return pc.cast(pc.if_else(ok, raw, "0"), pa.int64())

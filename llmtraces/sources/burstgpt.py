@@ -31,7 +31,10 @@ from ..registry import TimeSemantics
 from ..report import KEEP_PER_CODE
 from ..schema import constant, make_batch, row_index
 from . import NativeFormat, ReadContext
-from ._csv import CsvBatch, iter_csv, parse_counts, report_rows, split_header
+from ._csv import CsvBatch, is_count, iter_csv, parse_counts, report_rows, split_header
+from ._seconds import Seconds, bad_kinds, parse_seconds
+from ._seconds import differs as _differs
+from ._seconds import format_seconds as _format_us
 
 REQUIRED = ("Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens",
             "Log Type")
@@ -43,84 +46,6 @@ LOG_TYPES = {"Conversation log": "conversation", "API log": "api"}
 SERVICES = {v: k for k, v in LOG_TYPES.items()}
 #: How many leading rows the fabricated-clone check looks at (at least 3 are needed).
 FABRICATED_ROWS = 10
-
-_SECONDS = r"^(?P<int>[0-9]{1,12})(?:\.(?P<frac>[0-9]+))?$"
-
-
-@dataclass(frozen=True)
-class Seconds:
-    """Parsed seconds: µs per row (0 where not ``ok``), and which rows had sub-µs digits.
-
-    ``spelling`` is the form every value was written in when one fast path read them all
-    (``"int"``: ``5``; ``"float"``: ``19440110.0``), else None.
-    """
-
-    us: pa.Array
-    ok: pa.Array
-    sub_us: pa.Array
-    spelling: str | None = None
-
-
-def parse_seconds(raw: pa.Array) -> Seconds:
-    """Decimal seconds strings (``5``, ``19440110.0``) as exact int64 microseconds.
-
-    The digits are split as text, never through a float, so ``19440110.000001`` is exact.
-    Digits finer than 1 µs are rounded half to even, like ``round(Decimal(s) * 10**6)``.
-    """
-    sub_us = pc.equal(pc.binary_length(raw), -1)  # all false
-    # Fast paths for the spelling of each release, chosen from the first value: `5` (files
-    # 1-2) or `19440110.0` (file 3); each costs a pass or two when it does not apply.
-    if len(raw) and "." not in raw[0].as_py():
-        ok = _digits(raw, 12)
-        if pc.all(ok).as_py():
-            return Seconds(pc.multiply(pc.cast(raw, pa.int64()), 1_000_000), ok, sub_us, "int")
-    elif pc.all(pc.ends_with(raw, ".0")).as_py():
-        whole = pc.utf8_slice_codeunits(raw, 0, -2)
-        ok = _digits(whole, 12)
-        if pc.all(ok).as_py():
-            us = pc.multiply(pc.cast(whole, pa.int64()), 1_000_000)
-            return Seconds(us, ok, sub_us, "float")
-    # Any other decimal, without a regex: drop the point, read the digits as an integer and
-    # scale by the missing fractional digits (exact for up to 6 of them).
-    n = pc.binary_length(raw)
-    point = pc.find_substring(raw, ".")  # -1 where there is none
-    no_point = pc.less(point, 0)
-    frac_len = pc.if_else(no_point, 0, pc.subtract(pc.subtract(n, point), 1))
-    int_len = pc.if_else(no_point, n, point)
-    digits = pc.replace_substring(raw, ".", "", max_replacements=1)
-    ok = pc.and_(pc.and_(pc.ascii_is_decimal(digits), pc.less_equal(int_len, 12)),
-                 pc.and_(pc.greater(int_len, 0), pc.or_(no_point, pc.greater(frac_len, 0))))
-    if pc.all(pc.or_(pc.less_equal(frac_len, 6), pc.invert(ok))).as_py():
-        if not pc.all(ok).as_py():
-            digits = pc.if_else(ok, digits, "0")
-        scale = pc.power(10, pc.subtract(6, pc.if_else(ok, frac_len, 6)))
-        us = pc.multiply(pc.cast(digits, pa.int64()), pc.cast(scale, pa.int64()))
-        return Seconds(us, ok, sub_us)
-    return _parse_seconds_exact(raw)
-
-
-def _parse_seconds_exact(raw: pa.Array) -> Seconds:
-    """The general path for digits finer than 1 µs (rare): rounds half to even."""
-    parts = pc.extract_regex(raw, _SECONDS)
-    ok = parts.is_valid()
-    whole_s, frac_s = pc.struct_field(parts, "int"), pc.struct_field(parts, "frac")
-    if not pc.all(ok).as_py():  # bad rows: they are reported by the caller
-        whole_s, frac_s = pc.fill_null(whole_s, "0"), pc.fill_null(frac_s, "")
-    frac = pc.utf8_rpad(frac_s, 6, "0")
-    us = pc.add(pc.multiply(pc.cast(whole_s, pa.int64()), 1_000_000),
-                pc.cast(pc.utf8_slice_codeunits(frac, 0, 6), pa.int64()))
-    if pc.max(pc.binary_length(frac)).as_py() > 6:  # rare: digits finer than 1 µs
-        rest = pc.utf8_slice_codeunits(frac, 6)
-        first, beyond = pc.utf8_slice_codeunits(rest, 0, 1), pc.utf8_slice_codeunits(rest, 1)
-        more = pc.match_substring_regex(beyond, "[1-9]")
-        odd = pc.equal(pc.bit_wise_and(us, 1), 1)
-        up = pc.or_(pc.greater(first, "5"), pc.and_(pc.equal(first, "5"), pc.or_(more, odd)))
-        us = pc.add(us, pc.cast(up, pa.int64()))
-        sub_us = pc.and_(ok, pc.or_(pc.greater(first, "0"), more))
-    else:
-        sub_us = pc.equal(pc.binary_length(raw), -1)  # all false
-    return Seconds(pc.if_else(ok, us, 0), ok, sub_us)
-
 
 def seconds_form(raw: pa.Array, ok: pa.Array) -> dict[str, Any] | None:
     """How a column writes its seconds, from its valid values, so they can be written back.
@@ -143,30 +68,14 @@ def seconds_form(raw: pa.Array, ok: pa.Array) -> dict[str, Any] | None:
 
 
 def format_seconds(us: pa.Array, form: dict[str, Any]) -> pa.Array:
-    """Non-negative microseconds as seconds text in ``form`` (see :func:`seconds_form`).
+    """Non-negative µs as seconds text in a recorded ``form`` (see :func:`seconds_form`).
 
-    Null stays null. Never loses a microsecond: a value the form cannot hold exactly is
-    written in the shortest exact decimal instead.
+    Null stays null; a value the form cannot hold exactly gets its shortest exact decimal.
     """
-    secs = pc.divide(us, 1_000_000)  # integer division; us >= 0, so this is the floor
-    frac = pc.subtract(us, pc.multiply(secs, 1_000_000))
-    whole = pc.cast(secs, pa.string())
-    six = pc.utf8_lpad(pc.cast(frac, pa.string()), 6, "0")
-    short = pc.utf8_rtrim(six, characters="0")
-    short = pc.if_else(pc.equal(short, ""), "0", short)
-    digits = short
     kind = form.get("form", "int")
     if kind == "fixed":
-        n = int(form["digits"])
-        if n >= 6:
-            digits = pc.binary_join_element_wise(six, "0" * (n - 6), "")
-        else:
-            fits = pc.less_equal(pc.binary_length(short), n)
-            digits = pc.if_else(fits, pc.utf8_rpad(short, n, "0"), short)
-    text = pc.binary_join_element_wise(whole, digits, ".")
-    if kind == "int":
-        text = pc.if_else(pc.equal(frac, 0), whole, text)
-    return text
+        return _format_us(us, "fixed", int(form["digits"]))
+    return _format_us(us, "int" if kind == "int" else "float")
 
 
 def log_type_of(service: pa.Array) -> pa.Array:
@@ -192,16 +101,6 @@ def _blank_to_null(raw: pa.Array) -> pa.Array:
     return pc.if_else(blank, pa.scalar(None, pa.string()), raw)
 
 
-def _digits(raw: pa.Array, most: int) -> pa.Array:
-    """``^[0-9]{1,most}$`` without a regex pass (several times faster)."""
-    return pc.and_(pc.ascii_is_decimal(raw), pc.less_equal(pc.binary_length(raw), most))
-
-
-def _is_count(raw: pa.Array) -> pa.Array:
-    """The rows parse_counts accepts (``^[0-9]{1,18}$``)."""
-    return _digits(raw, 18)
-
-
 def _leading_zero(raw: pa.Array) -> pa.Array:
     """Counts written with a leading zero (``007``), which a writer would not rebuild."""
     return pc.and_(pc.starts_with(raw, "0"), pc.greater(pc.binary_length(raw), 1))
@@ -224,11 +123,6 @@ def _respelled(raw: pa.Array, t: Seconds, form: dict[str, Any]) -> pa.Array:
     else:  # `5` where whole, else the shortest decimal: `2.25`
         odd = zero_end
     return pc.and_(t.ok, pc.or_(pc.or_(lead, odd), t.sub_us))
-
-
-def _differs(ok: pa.Array, rebuilt: pa.Array, raw: pa.Array) -> pa.Array:
-    """Rows with a valid value whose text a writer would not rebuild byte for byte."""
-    return pc.and_(ok, pc.fill_null(pc.not_equal(rebuilt, raw), True))
 
 
 def _extra(b: CsvBatch, kept: dict[str, pa.Array], unknown: list[str]) -> pa.Array | None:
@@ -317,11 +211,8 @@ class BurstGPTCSV(NativeFormat):
         """A seconds column as µs (null where empty or bad), bad values reported."""
         raw = b.columns[col]
         t = parse_seconds(raw)
-        bad = pc.invert(t.ok)
-        if pc.any(bad).as_py():
-            empty = pc.equal(raw, "")
-            negative = pc.and_(bad, pc.match_substring_regex(raw, r"^-[0-9]"))
-            other = pc.and_(bad, pc.invert(pc.or_(negative, empty)))
+        if not pc.all(t.ok).as_py():
+            empty, negative, other = bad_kinds(raw, t.ok)
             if not allow_empty:
                 report_rows(ctx, b, empty, col, "missing", "empty value; expected seconds")
             report_rows(ctx, b, negative, col, "negative",
@@ -347,7 +238,7 @@ class BurstGPTCSV(NativeFormat):
         values, ok = [], {}
         for col in columns:
             raw = b.columns[col]
-            ok[col] = _is_count(raw)
+            ok[col] = is_count(raw)
             # parse_counts reports each bad value; a clean column is just cast.
             values.append(pc.cast(raw, pa.int64()) if pc.all(ok[col]).as_py()
                           else parse_counts(ctx, b, col))

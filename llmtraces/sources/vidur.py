@@ -8,17 +8,17 @@ float noise (``5.8926549999999995`` is 5,892,655 µs). Request-length traces
 ``num_prefill_tokens,num_decode_tokens,num_total_tokens,pd_ratio``) have no arrival times:
 vidur samples lengths from them and makes up arrivals itself, so ``arrival_us`` stays null.
 
-The seconds helpers here are shared with the splitwise-sim reader and the two writers: seconds
-are parsed from their decimal text (never through a float) and rounded to the nearest µs; a
-file's way of writing them is recorded so that a writer gives back the same digits, and any
-value it would not give back is kept verbatim in ``extra``.
+The reader here (:func:`read_seconds_csv`) and the seconds styles are shared with the
+splitwise-sim reader and the two writers: seconds are parsed by :mod:`._seconds` from their
+decimal text (never through a float) and rounded to the nearest µs, ties half up; a file's way
+of writing them is recorded so that a writer gives back the same digits, and any value it would
+not give back is kept verbatim in ``extra``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -29,6 +29,8 @@ from ..report import KEEP_PER_CODE, Level
 from ..schema import make_batch, row_index
 from . import NativeFormat, ReadContext
 from ._csv import CsvBatch, iter_csv, parse_counts, report_rows, split_header
+from ._seconds import bad_kinds, parse_seconds
+from ._seconds import format_seconds as _format_us
 
 ARRIVAL = "arrived_at"
 PREFILL = "num_prefill_tokens"
@@ -42,9 +44,6 @@ Style = dict[str, Any]
 REPR: Style = {"style": "repr"}
 FIXED6: Style = {"style": "fixed", "digits": 6}
 
-_PLAIN = r"^(?P<int>[0-9]{1,12})(?:\.(?P<frac>[0-9]+))?$"
-_EXPONENT = r"^[0-9]+(?:\.[0-9]*)?[eE][+-]?[0-9]{1,3}$"
-_US = 1_000_000
 
 
 # --- seconds as decimal text <-> int64 microseconds ------------------------------------------
@@ -66,93 +65,39 @@ def _report(ctx: ReadContext, b: CsvBatch, mask: pa.Array, column: str, code: st
         ctx.report.counts[(level, code)] += n - KEEP_PER_CODE
 
 
-def _expand_exponents(raw: pa.Array) -> pa.Array:
-    # Python writes floats below 1e-4 as "5e-05"; such rows are rare (the first 100 µs of a
-    # trace), so they are rewritten as plain decimals one by one, exactly, with Decimal.
-    exp = pc.match_substring_regex(raw, _EXPONENT)
-    if not pc.any(exp).as_py():
-        return raw
-    values = raw.to_pylist()
-    for i in pc.indices_nonzero(exp).to_pylist():
-        values[i] = format(Decimal(values[i]), "f")
-    return pa.array(values, pa.string())
-
-
-def parse_seconds(ctx: ReadContext, b: CsvBatch, column: str) -> pa.Array:
+def read_seconds(ctx: ReadContext, b: CsvBatch, column: str) -> pa.Array:
     """A column of non-negative decimal seconds as int64 µs (null where bad, reported).
 
-    Rounds to the nearest µs: float text such as ``5.8926549999999995`` sits just below the
-    microsecond it stands for, so truncating would be off by one. Digits finer than 1 µs that
-    are more than float noise (below 1 ns) get a ``sub-microsecond`` warning; the caller keeps
-    the raw text in ``extra``.
+    Rounds to the nearest µs, ties half up: float text such as ``5.8926549999999995`` sits just
+    below the microsecond it stands for, so truncating would be off by one. Digits finer than
+    1 µs that are more than float noise (below 1 ns) get a ``sub-microsecond`` warning; the
+    caller keeps the raw text in ``extra``.
     """
     raw = b.columns[column]
-    parts = pc.extract_regex(_expand_exponents(raw), _PLAIN)
-    valid = parts.is_valid()
-    whole = pc.cast(pc.fill_null(pc.struct_field(parts, "int"), "0"), pa.int64())
-    frac = pc.fill_null(pc.struct_field(parts, "frac"), "")
-    micros = pc.cast(pc.utf8_rpad(pc.utf8_slice_codeunits(frac, 0, 6), 6, "0"), pa.int64())
-    finer = pc.utf8_slice_codeunits(frac, 6, 1 << 20)
-    round_up = pc.cast(pc.greater_equal(pc.utf8_slice_codeunits(finer, 0, 1), "5"), pa.int64())
-    us = pc.add(pc.add(pc.multiply(whole, _US), micros), round_up)
-
-    invalid = pc.invert(valid)
-    if pc.any(invalid).as_py():
-        empty = pc.equal(raw, "")
-        negative = pc.and_(invalid, pc.starts_with(raw, "-"))
-        other = pc.and_(invalid, pc.invert(pc.or_(empty, negative)))
+    t = parse_seconds(raw, rounding="half-up", exponents=True, float_noise=True)
+    if not pc.all(t.ok).as_py():
+        empty, negative, other = bad_kinds(raw, t.ok, negative="^-")
         _report(ctx, b, empty, column, "missing", "empty value; expected seconds")
         _report(ctx, b, negative, column, "negative", "negative time; expected seconds >= 0")
         _report(ctx, b, other, column, "not-number",
                 "expected a decimal number of seconds (e.g. 4.314579)")
-    ns = pc.utf8_rpad(pc.utf8_slice_codeunits(finer, 0, 3), 3, "0")
-    noise = pc.or_(pc.equal(ns, "000"), pc.equal(ns, "999"))  # within 1 ns of the µs value
-    lossy = pc.and_(valid, pc.invert(noise))
-    _report(ctx, b, lossy, column, "sub-microsecond",
+    _report(ctx, b, t.sub_us, column, "sub-microsecond",
             "digits finer than 1 µs do not fit arrival_us (rounded to the nearest µs); the raw "
             "value is kept in extra", level="warning")
-    return pc.if_else(valid, us, pa.scalar(None, pa.int64()))
-
-
-def _repr_seconds(us: pa.Array) -> pa.Array:
-    """``repr(float(us // 1e6) + (us % 1e6) / 1e6)``: how vidur's pandas wrote arrived_at."""
-    whole = pc.divide(us, _US)
-    frac = pc.subtract(us, pc.multiply(whole, _US))
-    seconds = pc.add(pc.cast(whole, pa.float64()),
-                     pc.divide(pc.cast(frac, pa.float64()), float(_US)))
-    text = pc.cast(seconds, pa.string())
-    # Arrow's shortest round-trip digits equal Python's, but Arrow writes "5" for 5.0 and
-    # "0.00005" for 5e-05, and switches to exponents at other magnitudes than Python (below
-    # 1e-4 s, i.e. 100 µs, and at 1e16 s); those rows are written by Python itself.
-    odd = pc.or_(pc.or_(pc.match_substring(text, "e"), pc.invert(pc.match_substring(text, "."))),
-                 pc.less(us, 100))
-    if not pc.any(odd).as_py():
-        return text
-    values = text.to_pylist()
-    floats = seconds.to_pylist()
-    for i in pc.indices_nonzero(odd).to_pylist():
-        values[i] = repr(floats[i])
-    return pa.array(values, pa.string())
-
-
-def _fixed_seconds(us: pa.Array, digits: int) -> pa.Array:
-    """Seconds with ``digits`` decimals; rows that need more (never in a file written so) get 6."""
-    whole = pc.cast(pc.divide(us, _US), pa.string())
-    frac = pc.subtract(us, pc.multiply(pc.divide(us, _US), _US))
-    six = pc.binary_join_element_wise(".", pc.utf8_lpad(pc.cast(frac, pa.string()), 6, "0"), "")
-    if digits >= 6:
-        return pc.binary_join_element_wise(whole, six, "0" * (digits - 6), "")
-    step = 10 ** (6 - digits)
-    fits = pc.equal(pc.multiply(pc.divide(frac, step), step), frac)
-    short = pc.utf8_slice_codeunits(six, 0, digits + 1) if digits else pa.scalar("")
-    return pc.binary_join_element_wise(whole, pc.if_else(fits, short, six), "")
+    if t.spelling is not None:  # a fast path read every value
+        return t.us
+    return pc.if_else(t.ok, t.us, pa.scalar(None, pa.int64()))
 
 
 def format_seconds(us: pa.Array, style: Style) -> pa.Array:
-    """Non-negative int64 µs as seconds text in a file's ``style`` (see :func:`seconds_style`)."""
+    """Non-negative int64 µs as seconds text in a file's ``style`` (see :func:`seconds_style`).
+
+    ``fixed`` rows that need more decimals than the style has (never in a file written so) get
+    all 6.
+    """
     if style.get("style") == "repr":
-        return _repr_seconds(us)
-    return _fixed_seconds(us, int(style.get("digits", 6)))
+        return _format_us(us, "repr")
+    return _format_us(us, "fixed", int(style.get("digits", 6)), misfit="six")
 
 
 def seconds_style(raw: pa.Array, us: pa.Array) -> Style:
@@ -255,7 +200,7 @@ def read_seconds_csv(ctx: ReadContext, required: Sequence[str], *, arrival: str 
                                      if name not in mapped}
         if arrival is not None:
             raw = b.columns[arrival]
-            us = parse_seconds(ctx, b, arrival)
+            us = read_seconds(ctx, b, arrival)
             if style is None and us.null_count < len(us):
                 style = seconds_style(raw, us)
                 ctx.meta.setdefault("native_layout", {})["seconds"] = style
