@@ -40,6 +40,7 @@ elif how == "pandas":
     pd.read_csv(src).to_parquet(dst)
 else:
     import duckdb
+    duckdb.sql("SET enable_progress_bar = false")
     duckdb.sql(f"COPY (SELECT * FROM read_csv('{src}')) TO '{dst}' (FORMAT PARQUET)")
 print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
@@ -72,7 +73,7 @@ def run(src: Path, how: str) -> str:
     if proc.returncode:
         last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
         return f"{'-':>8} {'-':>9}  ({last[:60]})"
-    secs, kib = proc.stdout.split()
+    secs, kib = proc.stdout.split()[-2:]
     return f"{float(secs):>8.2f} {int(kib) / 1024:>9.0f}"
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,61 @@ DELTA_COLUMNS = {name: "DELTA_BINARY_PACKED" for name in ("request_id", "source_
                                                           "arrival_us")}
 
 
+class _WriterThread:
+    """Encodes and writes row groups in a second thread while the caller parses the next ones.
+
+    pyarrow releases the GIL in both CSV parsing and Parquet encoding, so on two cores the
+    two overlap. A new row group is handed over only once the previous one is written, so at
+    most two are alive and memory stays bounded.
+    """
+
+    def __init__(self, writer: pq.ParquetWriter, row_group_rows: int) -> None:
+        self._writer = writer
+        self._rows = row_group_rows
+        self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="llmtraces-parquet",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (table := self._queue.get()) is not None:
+            try:
+                if self._error is None:  # after a failure, only drain
+                    self._writer.write_table(table, row_group_size=self._rows)
+                    del table
+                    # Hand freed blocks back to the OS so RSS tracks what is live.
+                    pa.default_memory_pool().release_unused()
+            except BaseException as exc:  # re-raised in the caller's thread
+                self._error = exc
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def put(self, table: pa.Table) -> None:
+        """Queue a row group once the previous one is written: at most two are alive."""
+        self._queue.join()
+        if self._error is not None:
+            raise self._error
+        self._queue.put(table)
+
+    def finish(self, raise_error: bool = True) -> None:
+        """Wait for every queued row group; re-raise a write error in the caller."""
+        self._queue.put(None)
+        self._thread.join()
+        if raise_error and self._error is not None:
+            raise self._error
+
+
 def write(stream: TraceStream, dest: Path, row_group_rows: int = ROW_GROUP_ROWS) -> int:
-    """Write a unified stream to ``dest`` atomically; memory is bounded by one row group."""
+    """Write a unified stream to ``dest`` atomically; memory is bounded by two row groups."""
     rows = 0
     with atomic_path(dest) as tmp:
         writer = pq.ParquetWriter(tmp, TRACE_SCHEMA, compression="zstd",
                                   use_dictionary=DICTIONARY_COLUMNS,
                                   column_encoding=DELTA_COLUMNS)
+        background = _WriterThread(writer, row_group_rows)
+        complete = False
         try:
             pending: list[pa.RecordBatch] = []
             buffered = 0
@@ -42,18 +92,21 @@ def write(stream: TraceStream, dest: Path, row_group_rows: int = ROW_GROUP_ROWS)
                 buffered += batch.num_rows
                 rows += batch.num_rows
                 if buffered >= row_group_rows:
-                    writer.write_table(pa.Table.from_batches(pending, TRACE_SCHEMA),
-                                       row_group_size=row_group_rows)
+                    background.put(pa.Table.from_batches(pending, TRACE_SCHEMA))
                     pending, buffered = [], 0
-                    # Hand freed blocks back to the OS so RSS tracks what is live.
-                    pa.default_memory_pool().release_unused()
             if pending:
-                writer.write_table(pa.Table.from_batches(pending, TRACE_SCHEMA),
-                                   row_group_size=row_group_rows)
-            writer.add_key_value_metadata(
-                {METADATA_KEY: json.dumps(stream.meta, sort_keys=True)})
+                background.put(pa.Table.from_batches(pending, TRACE_SCHEMA))
+            complete = True
         finally:
-            writer.close()
+            try:
+                # Always wait for the thread before close(); a write error matters only if
+                # the stream itself did not already fail.
+                background.finish(raise_error=complete)
+                if complete:
+                    writer.add_key_value_metadata(
+                        {METADATA_KEY: json.dumps(stream.meta, sort_keys=True)})
+            finally:
+                writer.close()
     return rows
 
 
