@@ -198,19 +198,23 @@ def _write_stamp(dest: Path, entry: FileEntry) -> None:
     os.replace(tmp, stamp)
 
 
+def _read_stamp(dest: Path) -> object:
+    """The verification stamp beside ``dest``, or None when absent or unreadable."""
+    try:
+        return json.loads(_stamp_path(dest).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def is_cached(dest: Path, entry: FileEntry) -> bool:
     """True if ``dest`` is the pinned file; hashes once, then trusts a stamp of size and mtime."""
     if not dest.is_file() or entry.size not in (None, dest.stat().st_size):
         return False
     kind, digest = _pin(entry)
-    try:
-        stamp = json.loads(_stamp_path(dest).read_text())
-        st = dest.stat()
-        if stamp == {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "kind": kind,
-                     "digest": digest}:
-            return True
-    except (OSError, ValueError):
-        pass
+    st = dest.stat()
+    if _read_stamp(dest) == {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "kind": kind,
+                             "digest": digest}:
+        return True
     if mismatch(dest, entry) is None:
         _write_stamp(dest, entry)
         return True

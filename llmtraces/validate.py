@@ -8,6 +8,7 @@ order, the row count its metadata and the registry give.
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,8 +29,7 @@ def validate_native(path: Path, report: Report, *, strict: bool = False,
     """Read a native file through its reader and registry checks, keeping only the report."""
     try:
         ident = identify(path, report, registry=registry, **identity)  # type: ignore[arg-type]
-        for _ in scan(ident, report, strict=strict).batches:
-            pass
+        deque(scan(ident, report, strict=strict).batches, maxlen=0)  # read, keep nothing
     except InvalidTraceError as exc:
         if not report.problems:  # e.g. unrecognised format: not yet in the report
             report.error("format", str(path), str(exc).split(": ", 1)[-1])
