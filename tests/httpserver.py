@@ -8,6 +8,7 @@ Content-Encoding, a redirect). Every request is logged so tests can assert what 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -27,6 +28,9 @@ class Route:
     #: label the body (already gzip bytes, e.g. a .csv.gz) with Content-Encoding: gzip.
     gzip_encoding: bool = False
     redirect_to: str | None = None
+    #: send the body in chunks of this many bytes, sleeping ``chunk_delay`` between them.
+    chunk: int | None = None
+    chunk_delay: float = 0.0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -80,6 +84,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(2)
+            return
+        if route.chunk:
+            for i in range(0, len(payload), route.chunk):
+                self.wfile.write(payload[i:i + route.chunk])
+                self.wfile.flush()
+                time.sleep(route.chunk_delay)
             return
         self.wfile.write(payload)
 
