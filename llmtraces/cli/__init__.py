@@ -19,6 +19,7 @@ VERBS = {
     "convert": "convert",
     "validate": "validate",
     "demo": "demo",
+    "registry": "registry",
 }
 
 
