@@ -57,6 +57,14 @@ class TimeSemantics(_Strict):
     origin: str = Field(description="What arrival_us = 0 is in the converted trace.")
 
 
+class ZenodoRef(_Strict):
+    """A file in a Zenodo record; its size and md5 come from the record API at fetch time."""
+
+    record: str = Field(pattern=r"^[0-9]+$", description="Record id of one version (pins the "
+                        "version DOI 10.5281/zenodo.<record>).")
+    key: str = Field(description="File name within the record.")
+
+
 class FileEntry(_Strict):
     """One downloadable native file, pinned by size and checksum."""
 
@@ -74,6 +82,9 @@ class FileEntry(_Strict):
     compression: Literal["none", "gzip"] = "none"
     bundled: bool = Field(
         default=False, description="A verified copy ships inside the package (data/<id>/<name>).")
+    zenodo: ZenodoRef | None = Field(
+        default=None, description="Resolve the download URL, size and md5 from this Zenodo "
+        "record at fetch time (pins in this file, where given, must agree).")
     unverified: str | None = Field(
         default=None, description="Why no checksum is pinned (none published yet); downloads "
         "are then checked by size only, with a warning. `llmtraces registry update-hashes` "
@@ -81,9 +92,10 @@ class FileEntry(_Strict):
 
     @model_validator(mode="after")
     def _needs_checksum(self) -> FileEntry:
-        if not (self.sha256 or self.md5 or self.git_blob or self.unverified):
-            raise ValueError("a file needs at least one checksum (sha256, md5 or git_blob), or "
-                             "`unverified` saying why none is known")
+        if not (self.sha256 or self.md5 or self.git_blob or self.unverified or self.zenodo):
+            raise ValueError("a file needs at least one checksum (sha256, md5 or git_blob), a "
+                             "`zenodo` record that publishes one, or `unverified` saying why "
+                             "none is known")
         if self.bundled and (self.sha256 is None or self.size is None):
             raise ValueError("a bundled file needs its size and sha256")
         return self

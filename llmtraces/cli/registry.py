@@ -22,8 +22,8 @@ def command() -> None:
               help="Folder of registry files to rewrite [default: the one in use].")
 @click.option("--mirror", metavar="BASE", help="Try BASE/<source-id>/<file-name> first.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def update_hashes_command(source_id: str, trace: str | None, registry_dir: Path | None, mirror: str | None,
-                          quiet: bool) -> None:
+def update_hashes_command(source_id: str, trace: str | None, registry_dir: Path | None,
+                          mirror: str | None, quiet: bool) -> None:
     """Re-download SOURCE_ID's files and rewrite their sizes and checksums in its registry file.
 
     Comments and every other field stay as they are; the new file is validated before it
