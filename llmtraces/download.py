@@ -257,6 +257,10 @@ def fetch_file(entry: FileEntry, dest: Path, urls: list[str], *, show_progress: 
         if dest.exists():
             log(f"{dest}: cached copy does not match the registry; moved aside to "
                 f"{_reject(dest)}")
+        # A file dropped by hand beside it under one of its checksums is tried first.
+        dropped = [dest.with_name(d).as_uri() for d in (entry.sha256, entry.git_blob, entry.md5)
+                   if d and dest.with_name(d).is_file()]
+        urls = dropped + [u for u in urls if u not in dropped]
         failures: list[str] = []
         bad_bytes = 0  # sources that delivered bytes which failed verification
         for url in urls:

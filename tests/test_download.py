@@ -199,3 +199,15 @@ def test_unverified_entry_is_checked_by_size_and_says_so(tmp_path, server, conv_
     dest.unlink()
     with pytest.raises(DownloadError, match="server announces"):
         fetch_file(entry, dest, [entry.url])
+
+
+def test_file_dropped_under_its_checksum_name_is_used(test_registry, conv_csv, home, server):
+    import hashlib
+
+    folder = home / "raw" / SOURCE
+    folder.mkdir(parents=True)
+    dropped = folder / hashlib.sha256(conv_csv.read_bytes()).hexdigest()
+    dropped.write_bytes(conv_csv.read_bytes())
+    (got,) = llmtraces.fetch(SOURCE, "conv", offline=True)
+    assert got.origin == dropped.as_uri() and server.log == []
+    assert got.path.read_bytes() == conv_csv.read_bytes()
