@@ -27,6 +27,7 @@ from tqdm import tqdm
 from urllib3.util.retry import Retry
 
 from . import __version__
+from .backends import backend_for
 from .checksums import CHUNK, mismatch, strongest
 from .errors import ChecksumError, DownloadError, LLMTracesError, NotCachedError
 from .paths import bundled_dir, home, raw_dir
@@ -340,10 +341,10 @@ def fetch(source_id: str, trace: str | None = None, *, root: Path | None = None,
         entry = tr.file
         dest = raw_dir(source.id, root) / entry.name
         urls = [file.as_uri()] if file is not None else candidate_urls(source, entry, mirror)
-        if entry.zenodo is not None and not offline and not is_cached(dest, entry):
-            from .backends import zenodo
-
-            entry, api_url = zenodo.resolve(entry, _session(settings), settings.timeout_s)
+        backend = backend_for(entry)
+        if backend is not None and not offline and not is_cached(dest, entry) and \
+                (file is None or backend.GIVES_PINS):
+            entry, api_url = backend.resolve(entry, _session(settings), settings.timeout_s)
             urls.insert(urls.index(entry.url) if entry.url in urls else len(urls), api_url)
             urls = list(dict.fromkeys(urls))
         origin = fetch_file(entry, dest, urls, show_progress=show_progress, log=log,

@@ -65,6 +65,12 @@ class ZenodoRef(_Strict):
     key: str = Field(description="File name within the record.")
 
 
+class GDriveRef(_Strict):
+    """A publicly shared Google Drive file, fetched through the large-file confirmation step."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="The file id from its share link.")
+
+
 class FileEntry(_Strict):
     """One downloadable native file, pinned by size and checksum."""
 
@@ -85,6 +91,9 @@ class FileEntry(_Strict):
     zenodo: ZenodoRef | None = Field(
         default=None, description="Resolve the download URL, size and md5 from this Zenodo "
         "record at fetch time (pins in this file, where given, must agree).")
+    gdrive: GDriveRef | None = Field(
+        default=None, description="Resolve the download link of this Google Drive file at "
+        "fetch time (Drive publishes no checksum: pin one here, or say `unverified`).")
     unverified: str | None = Field(
         default=None, description="Why no checksum is pinned (none published yet); downloads "
         "are then checked by size only, with a warning. `llmtraces registry update-hashes` "

@@ -28,6 +28,8 @@ class Route:
     #: label the body (already gzip bytes, e.g. a .csv.gz) with Content-Encoding: gzip.
     gzip_encoding: bool = False
     redirect_to: str | None = None
+    #: extra response headers (Content-Type, Set-Cookie, ...)
+    headers: dict[str, str] = field(default_factory=dict)
     #: send the body in chunks of this many bytes, sleeping ``chunk_delay`` between them.
     chunk: int | None = None
     chunk_delay: float = 0.0
@@ -75,6 +77,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "bytes")
         if route.gzip_encoding:
             self.send_header("Content-Encoding", "gzip")
+        for name, value in route.headers.items():
+            self.send_header(name, value)
         length = route.content_length if route.content_length is not None else len(payload)
         self.send_header("Content-Length", str(length))
         self.end_headers()

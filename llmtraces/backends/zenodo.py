@@ -17,6 +17,8 @@ from ..errors import DownloadError
 from ..registry import FileEntry
 
 DEFAULT_BASE = "https://zenodo.org"
+#: The record publishes size and md5: ask even when the user imports the file by hand.
+GIVES_PINS = True
 
 
 def base_url() -> str:
