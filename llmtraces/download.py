@@ -128,7 +128,7 @@ def _copy_local(url: str, part: Path, entry: FileEntry, show: bool) -> None:
 
 
 def _download_http(url: str, part: Path, entry: FileEntry, settings: Settings, show: bool,
-                   log: Log) -> None:
+                   log: Log, extra_headers: dict[str, str] | None = None) -> None:
     session = _session(settings)
     for attempt in range(1, settings.tries + 1):
         offset = part.stat().st_size if part.exists() else 0
@@ -137,7 +137,9 @@ def _download_http(url: str, part: Path, entry: FileEntry, settings: Settings, s
             offset = 0
         if offset == entry.size and offset > 0:
             return  # a previous run finished the bytes; verification decides
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        headers = dict(extra_headers or {})
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
         try:
             resp = session.get(url, stream=True, timeout=settings.timeout_s, headers=headers)
         except requests.RequestException as exc:
@@ -216,8 +218,8 @@ def is_cached(dest: Path, entry: FileEntry) -> bool:
     stamp = _read_stamp(dest)
     if stamp == {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "kind": kind, "digest": digest}:
         return True
-    if entry.zenodo is not None and strongest(entry) is None:
-        # Pins live in the Zenodo record: trust the stamp written when they were checked.
+    if (entry.zenodo is not None or entry.hf is not None) and strongest(entry) is None:
+        # Pins live with the host (Zenodo, Hub): trust the stamp written when they were checked.
         return isinstance(stamp, dict) and stamp.get("size") == st.st_size and \
             stamp.get("mtime_ns") == st.st_mtime_ns
     if mismatch(dest, entry) is None:
@@ -234,7 +236,7 @@ def _reject(path: Path) -> Path:
 
 def fetch_file(entry: FileEntry, dest: Path, urls: list[str], *, show_progress: bool = False,
                log: Log = _quiet_log, settings: Settings | None = None,
-               offline: bool = False) -> str:
+               offline: bool = False, headers: dict[str, dict[str, str]] | None = None) -> str:
     """Make ``dest`` a verified copy of ``entry``, trying ``urls`` in order.
 
     Returns ``"cache"`` when it already was, else the URL that gave it. Raises
@@ -273,7 +275,8 @@ def fetch_file(entry: FileEntry, dest: Path, urls: list[str], *, show_progress: 
                 if local:
                     _copy_local(url, part, entry, show_progress)
                 else:
-                    _download_http(url, part, entry, settings, show_progress, log)
+                    _download_http(url, part, entry, settings, show_progress, log,
+                                   (headers or {}).get(url, {}))
             except DownloadError as exc:
                 failures.append(f"{url}: {exc}")
                 log(f"{entry.name}: {url}: {exc}")
@@ -337,6 +340,7 @@ def fetch(source_id: str, trace: str | None = None, *, root: Path | None = None,
             trace = matches[0]
     results = []
     settings = Settings.from_env()
+    headers: dict[str, dict[str, str]] = {}  # per-URL request headers (tokens), never logged
     for trace_id, tr in source.select(trace).items():
         entry = tr.file
         dest = raw_dir(source.id, root) / entry.name
@@ -344,11 +348,13 @@ def fetch(source_id: str, trace: str | None = None, *, root: Path | None = None,
         backend = backend_for(entry)
         if backend is not None and not offline and not is_cached(dest, entry) and \
                 (file is None or backend.GIVES_PINS):
-            entry, api_url = backend.resolve(entry, _session(settings), settings.timeout_s)
+            entry, api_url, api_headers = backend.resolve(entry, _session(settings),
+                                                          settings.timeout_s)
             urls.insert(urls.index(entry.url) if entry.url in urls else len(urls), api_url)
             urls = list(dict.fromkeys(urls))
+            headers[api_url] = api_headers
         origin = fetch_file(entry, dest, urls, show_progress=show_progress, log=log,
-                            offline=offline, settings=settings)
+                            offline=offline, settings=settings, headers=headers)
         results.append(Fetched(source.id, trace_id, dest, origin))
     return results
 

@@ -71,6 +71,14 @@ class GDriveRef(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="The file id from its share link.")
 
 
+class HFRef(_Strict):
+    """A file in a Hugging Face Hub dataset repository (gated ones use the user's own token)."""
+
+    repo: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="owner/name")
+    path: str = Field(description="Path of the file in the repository.")
+    revision: str = Field(default="main", description="Branch, tag or commit; pin a commit.")
+
+
 class FileEntry(_Strict):
     """One downloadable native file, pinned by size and checksum."""
 
@@ -94,6 +102,9 @@ class FileEntry(_Strict):
     gdrive: GDriveRef | None = Field(
         default=None, description="Resolve the download link of this Google Drive file at "
         "fetch time (Drive publishes no checksum: pin one here, or say `unverified`).")
+    hf: HFRef | None = Field(
+        default=None, description="Resolve this Hugging Face Hub file at fetch time: its size "
+        "and sha256 from the Hub's tree API, the download with the user's token.")
     unverified: str | None = Field(
         default=None, description="Why no checksum is pinned (none published yet); downloads "
         "are then checked by size only, with a warning. `llmtraces registry update-hashes` "
@@ -101,7 +112,8 @@ class FileEntry(_Strict):
 
     @model_validator(mode="after")
     def _needs_checksum(self) -> FileEntry:
-        if not (self.sha256 or self.md5 or self.git_blob or self.unverified or self.zenodo):
+        if not (self.sha256 or self.md5 or self.git_blob or self.unverified or self.zenodo
+                or self.hf):
             raise ValueError("a file needs at least one checksum (sha256, md5 or git_blob), a "
                              "`zenodo` record that publishes one, or `unverified` saying why "
                              "none is known")

@@ -30,6 +30,8 @@ class Route:
     redirect_to: str | None = None
     #: extra response headers (Content-Type, Set-Cookie, ...)
     headers: dict[str, str] = field(default_factory=dict)
+    #: answer 401 unless the request carries exactly this Authorization header
+    require_auth: str | None = None
     #: send the body in chunks of this many bytes, sleeping ``chunk_delay`` between them.
     chunk: int | None = None
     chunk_delay: float = 0.0
@@ -47,6 +49,15 @@ class _Handler(BaseHTTPRequestHandler):
         route = server.routes.get(self.path)
         if route is None:
             self._plain(404, b"not found")
+            return
+        if route.require_auth is not None and self.headers.get("Authorization") != \
+                route.require_auth:
+            self._plain(401, b"unauthorized")
+            return
+        if self.command == "HEAD" and not route.redirect_to:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(route.body)))
+            self.end_headers()
             return
         if route.redirect_to:
             self.send_response(302)
@@ -97,12 +108,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(payload)
 
+    do_HEAD = do_GET  # noqa: N815 (http.server API); the GET path answers HEAD without a body
+
     def _plain(self, code: int, body: bytes) -> None:
         self.send_response(code)
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
 
 class LoopbackServer(ThreadingHTTPServer):

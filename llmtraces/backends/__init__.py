@@ -1,6 +1,7 @@
 """Hosting services whose download URL (and, for some, pins) is found at fetch time.
 
-Each module exports ``resolve(entry, session, timeout) -> (entry, url)`` and ``GIVES_PINS``
+Each module exports ``resolve(entry, session, timeout) -> (entry, url, headers)`` (headers
+to send to that URL only, e.g. the user's Hub token) and ``GIVES_PINS``
 (whether the service publishes size and checksum, so it is worth asking even for a file the
 user imports by hand).
 """
@@ -13,7 +14,7 @@ from types import ModuleType
 from ..registry import FileEntry
 
 #: FileEntry field -> backend module in this package.
-BACKENDS = {"zenodo": "zenodo", "gdrive": "gdrive"}
+BACKENDS = {"zenodo": "zenodo", "gdrive": "gdrive", "hf": "hf"}
 
 
 def backend_for(entry: FileEntry) -> ModuleType | None:

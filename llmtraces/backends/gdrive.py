@@ -52,7 +52,7 @@ class _DownloadForm(HTMLParser):
 
 
 def resolve(entry: FileEntry, session: requests.Session, timeout: float
-            ) -> tuple[FileEntry, str]:
+            ) -> tuple[FileEntry, str, dict[str, str]]:
     """``entry`` unchanged and the URL that serves the file's bytes."""
     assert entry.gdrive is not None
     url = f"{base_url()}/uc?{urlencode({'export': 'download', 'id': entry.gdrive.id})}"
@@ -66,16 +66,16 @@ def resolve(entry: FileEntry, session: requests.Session, timeout: float
             raise DownloadError(f"Google Drive file {entry.gdrive.id}: HTTP {resp.status_code} "
                                 "(a private or removed file, or a wrong id)")
         if "text/html" not in resp.headers.get("Content-Type", ""):
-            return entry, resp.url  # small file: this (redirected) URL serves the bytes
+            return entry, resp.url, {}  # small file: this (redirected) URL serves the bytes
         page = resp.raw.read(_MAX_PAGE, decode_content=True).decode("utf-8", "replace")
         cookies = dict(resp.cookies)
     form = _DownloadForm()
     form.feed(page)
     if form.action:
-        return entry, f"{form.action}?{urlencode(form.inputs)}"
+        return entry, f"{form.action}?{urlencode(form.inputs)}", {}
     token = next((v for k, v in cookies.items() if k.startswith("download_warning")), None)
     if token:
-        return entry, f"{url}&{urlencode({'confirm': token})}"
+        return entry, f"{url}&{urlencode({'confirm': token})}", {}
     why = ("its download quota is exceeded; try later, or download it in a browser and use "
            "`llmtraces fetch --file`") if "quota" in page.lower() else (
            "the page has no download link: the file may be private or removed")

@@ -46,7 +46,7 @@ def record_files(session: requests.Session, record: str, timeout: float) -> list
 
 
 def resolve(entry: FileEntry, session: requests.Session, timeout: float
-            ) -> tuple[FileEntry, str]:
+            ) -> tuple[FileEntry, str, dict[str, str]]:
     """``entry`` with the size and md5 the record publishes, and the file's download URL.
 
     Pins already in the registry must agree with the record: a difference means the record
@@ -76,4 +76,4 @@ def resolve(entry: FileEntry, session: requests.Session, timeout: float
     url = links.get("content") or links.get("self")
     if not url:
         url = f"{base_url()}/records/{ref.record}/files/{ref.key}?download=1"
-    return entry.model_copy(update=update), str(url)
+    return entry.model_copy(update=update), str(url), {}
