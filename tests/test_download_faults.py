@@ -126,3 +126,15 @@ def test_connection_dropped_twice_still_completes(tmp_path, server, payload):
     assert [h.get("Range") for _, h in server.log] == [None, "bytes=1048576-",
                                                        "bytes=2097152-"]
     assert sum("connection lost" in m for m in messages) == 2
+
+
+def test_stalled_server_times_out_after_the_set_tries(tmp_path, server, payload, monkeypatch):
+    monkeypatch.setenv("LLMTRACES_DL_TIMEOUT", "0.2")
+    monkeypatch.setenv("LLMTRACES_DL_TRIES", "3")
+    server.routes["/slow.bin"] = Route(payload, chunk=1 << 16, chunk_delay=1.0)
+    entry = entry_for(server, "/slow.bin", payload)
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="connection lost after 3 tries"):
+        fetch_file(entry, tmp_path / "slow.bin", [entry.url])
+    assert len(server.log) == 3 and time.monotonic() - start < 10
+    assert not (tmp_path / "slow.bin").exists()
