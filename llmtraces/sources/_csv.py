@@ -46,13 +46,13 @@ def _is_gzip(ctx: ReadContext) -> bool:
         return fh.read(2) == GZIP_MAGIC
 
 
-def _text_stream(ctx: ReadContext) -> Any:
+def text_stream(ctx: ReadContext) -> Any:
     if _is_gzip(ctx):
         return io.TextIOWrapper(gzip.open(ctx.path, "rb"), encoding="utf-8-sig", newline="")
     return ctx.path.open(encoding="utf-8-sig", newline="")
 
 
-def _line_ends(ctx: ReadContext) -> dict[str, object]:
+def line_ends(ctx: ReadContext) -> dict[str, object]:
     """The file's newline (CRLF or LF) and whether its last line ends with one (None: unknown,
     for gzip, where finding out would mean reading the whole stream)."""
     gz = _is_gzip(ctx)
@@ -75,7 +75,7 @@ def _only_header(ctx: ReadContext) -> bool:
 
 def _locate_bad_line(ctx: ReadContext, width: int) -> tuple[int, str] | None:
     # Slow path, only after pyarrow refused the file: find the first record of the wrong width.
-    with _text_stream(ctx) as fh:
+    with text_stream(ctx) as fh:
         reader = csv.reader(fh)
         for record in reader:
             if len(record) != width:
@@ -101,7 +101,7 @@ def iter_csv(ctx: ReadContext, required: Sequence[str], optional: Sequence[str] 
         ctx.report.error("header", ctx.label, f"{what}; expected {','.join(required)}",
                          line=1, value=",".join(header))
         return
-    ctx.meta.setdefault("native_layout", {}).update(columns=header, **_line_ends(ctx))
+    ctx.meta.setdefault("native_layout", {}).update(columns=header, **line_ends(ctx))
     if ctx.meta["native_layout"]["final_newline"] is False and _only_header(ctx):
         return  # pyarrow refuses a lone header with no newline; it is an empty trace
     stream = pa.input_stream(ctx.path, compression="gzip" if _is_gzip(ctx) else None)

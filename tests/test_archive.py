@@ -1,0 +1,81 @@
+"""llmtraces.archive: members streamed without extracting; malicious members refused by name,
+the byte budget enforced, and nothing written outside the target."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from llmtraces.archive import UnsafeArchiveError, extract_member, iter_members
+from llmtraces.errors import LLMTracesError
+
+
+def add(tar: tarfile.TarFile, name: str, data: bytes = b"", **kw: object) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    for key, value in kw.items():
+        setattr(info, key, value)
+    tar.addfile(info, io.BytesIO(data) if data else None)
+
+
+def make(path: Path, members: list[tuple[str, bytes, dict]], mode: str = "w:gz") -> Path:
+    with tarfile.open(path, mode) as tar:  # type: ignore[call-overload]
+        for name, data, kw in members:
+            add(tar, name, data, **kw)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["w", "w:gz"])
+def test_regular_members_stream(tmp_path: Path, mode: str):
+    t = make(tmp_path / "t.tar", [("traces/a.jsonl", b"a\n", {}),
+                                  ("traces/sub", b"", {"type": tarfile.DIRTYPE}),
+                                  ("traces/b.csv", b"b\n", {})], mode)
+    assert [(n, f.read()) for n, f in iter_members(t)] == [("traces/a.jsonl", b"a\n"),
+                                                          ("traces/b.csv", b"b\n")]
+    assert [n for n, _ in iter_members(t, "*.csv")] == ["traces/b.csv"]
+    dest = tmp_path / "out" / "a.jsonl"
+    assert extract_member(t, "traces/a.jsonl", dest) == dest and dest.read_bytes() == b"a\n"
+    with pytest.raises(LLMTracesError, match="no regular file member 'missing'"):
+        extract_member(t, "missing", tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(("name", "kw", "message"), [
+    ("../evil", {}, "'..' path component"),
+    ("traces/../../evil", {}, "'..' path component"),
+    ("/abs/evil", {}, "absolute path"),
+    ("traces/link", {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"}, "link to"),
+    ("traces/hard", {"type": tarfile.LNKTYPE, "linkname": "traces/a.jsonl"}, "link to"),
+    ("traces/dev", {"type": tarfile.CHRTYPE}, "device or FIFO"),
+    ("traces/fifo", {"type": tarfile.FIFOTYPE}, "device or FIFO"),
+])
+def test_malicious_members_are_refused(tmp_path: Path, name: str, kw: dict, message: str):
+    target = tmp_path / "target"
+    target.mkdir()
+    data = b"" if kw else b"evil\n"
+    t = make(tmp_path / "bad.tar.gz", [("traces/a.jsonl", b"a\n", {}), (name, data, kw)])
+    with pytest.raises(UnsafeArchiveError, match=message) as err:
+        for _ in iter_members(t):
+            pass
+    assert repr(name) in str(err.value)
+    with pytest.raises(UnsafeArchiveError):
+        extract_member(t, name, target / "x")
+    with pytest.raises(UnsafeArchiveError):  # even the good member: the archive is refused
+        extract_member(t, "nothing-matches", target / "y")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["bad.tar.gz", "target"]
+
+
+def test_byte_limit(tmp_path: Path):
+    t = make(tmp_path / "big.tar.gz", [("a", b"x" * 600, {}), ("b", b"y" * 600, {})])
+    assert sum(len(f.read()) for _, f in iter_members(t, limit=1200)) == 1200
+    with pytest.raises(UnsafeArchiveError, match="'b'.*over the limit of 1,000"):
+        for _, f in iter_members(t, limit=1000):
+            f.read()
+    with pytest.raises(UnsafeArchiveError, match="'a'.*over the limit"):
+        extract_member(t, "a", tmp_path / "out" / "a", limit=100)
+    assert not (tmp_path / "out" / "a").exists()
+    assert list(tmp_path.rglob(".*tmp")) == []
+
