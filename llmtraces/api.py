@@ -13,7 +13,7 @@ from .convert import convert_file, convert_source, converted_path
 from .download import Fetched, _quiet_log
 from .download import fetch as _fetch
 from .errors import InvalidTraceError
-from .formats.parquet import is_parquet, read_metadata
+from .formats.parquet import is_unified, read_metadata
 from .paths import home, parquet_root
 from .registry import Source, get_source, load_registry
 from .schema import SCHEMA_VERSION, TRACE_SCHEMA
@@ -80,7 +80,7 @@ def load(source_or_path: str | PathLike, trace: str | None = None, *,
 def _load_path(path: Path, columns: list[str] | None) -> pa.Table:
     if not path.exists():
         raise InvalidTraceError(f"{path}: no such file")
-    if is_parquet(path):
+    if is_unified(path):
         read_metadata(path)  # refuses Parquet that is not a unified trace
         return pq.read_table(path, columns=columns)
     # A native file: convert into a temporary Parquet beside nothing, then read it whole.

@@ -20,7 +20,7 @@ from . import __version__
 from .checksums import compute, strongest
 from .errors import InvalidTraceError
 from .formats import TraceStream, get_writer
-from .formats.parquet import is_parquet, read_stream
+from .formats.parquet import is_unified, read_stream
 from .paths import home, parquet_root
 from .registry import Source, Trace, find_file, get_source
 from .report import Report
@@ -126,7 +126,8 @@ def trace_metadata(ident: Identity) -> dict[str, Any]:
     }
 
 
-def scan(ident: Identity, report: Report, *, strict: bool = False) -> TraceStream:
+def scan(ident: Identity, report: Report, *, strict: bool = False,
+         options: dict[str, Any] | None = None) -> TraceStream:
     """The unified stream of ``ident``: batches while the report stays clean, and its metadata.
 
     The reader fills ``meta`` as it goes (``time_origin`` and ``native_layout`` are set by the
@@ -137,7 +138,8 @@ def scan(ident: Identity, report: Report, *, strict: bool = False) -> TraceStrea
     meta = trace_metadata(ident)
     ctx = ReadContext(ident.path, report, label=str(ident.path),
                       time=ident.source.time if ident.source else None,
-                      service=ident.trace.service if ident.trace else None, meta=meta)
+                      service=ident.trace.service if ident.trace else None, meta=meta,
+                      options=dict(options or {}))
     report.checked.append(str(ident.path))
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -167,23 +169,26 @@ def scan(ident: Identity, report: Report, *, strict: bool = False) -> TraceStrea
 
 def convert_file(path: Path, dest: Path, *, to: str = "parquet", source: Source | None = None,
                  trace_id: str | None = None, verified: bool = False, strict: bool = False,
-                 registry: Path | None = None) -> tuple[int, Report]:
+                 registry: Path | None = None,
+                 options: dict[str, Any] | None = None) -> tuple[int, Report]:
     """Convert one trace file into ``dest`` in format ``to``; nothing is left at ``dest`` on error.
 
-    The input is a native trace file (format recognised from its first line) or a unified
-    Parquet file. Returns the number of rows written and the report (warnings included).
+    The input is a native trace file (format recognised from its first line, or its schema
+    for Parquet) or a unified Parquet file. ``options`` go to the native reader (e.g.
+    ``{"tokenizer": "o200k_base"}``). Returns the number of rows written and the report
+    (warnings included).
     """
     report = Report()
     path = Path(path)
     if Path(dest).resolve() == path.resolve():
         raise InvalidTraceError(f"{dest}: the output would overwrite the input; pick another -o")
-    if is_parquet(path):
+    if is_unified(path):
         stream = read_stream(path)
         report.checked.append(str(path))
     else:
         ident = identify(path, report, source=source, trace_id=trace_id, verified=verified,
                          registry=registry)
-        stream = scan(ident, report, strict=strict)
+        stream = scan(ident, report, strict=strict, options=options)
     rows = get_writer(to).write(stream, Path(dest))
     return rows, report
 
@@ -198,7 +203,8 @@ def converted_path(source_id: str, trace_id: str, root: Path,
 
 def convert_source(source_id: str, trace: str | None = None, *, root: Path | None = None,
                    dataset: Path | None = None, strict: bool = False,
-                   registry: Path | None = None) -> list[tuple[str, Path, int, Report]]:
+                   registry: Path | None = None, options: dict[str, Any] | None = None
+                   ) -> list[tuple[str, Path, int, Report]]:
     """Convert the cached native files of a source into the Hive-partitioned dataset.
 
     Returns ``(trace_id, output path, rows, report)`` per trace.
@@ -212,6 +218,7 @@ def convert_source(source_id: str, trace: str | None = None, *, root: Path | Non
         native = cached_path(source, trace_id, root)
         dest = converted_path(source.id, trace_id, root, dataset)
         rows, report = convert_file(native, dest, source=source, trace_id=trace_id,
-                                    verified=True, strict=strict, registry=registry)
+                                    verified=True, strict=strict, registry=registry,
+                                    options=options)
         out.append((trace_id, dest, rows, report))
     return out

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from .convert import converted_path, identify, scan
 from .errors import InvalidTraceError, LLMTracesError
-from .formats.parquet import is_parquet, read_metadata
+from .formats.parquet import is_unified, read_metadata
 from .paths import home, raw_dir
 from .registry import get_source
 from .report import Report
@@ -118,7 +118,7 @@ def validate_path(path: Path, *, strict: bool = False, registry: Path | None = N
             validate_unified(part, report, registry=registry)
     elif not path.is_file():
         report.error("missing", str(path), "no such file")
-    elif is_parquet(path):
+    elif is_unified(path):
         validate_unified(path, report, registry=registry)
     else:
         validate_native(path, report, strict=strict, registry=registry)

@@ -29,6 +29,10 @@ def _warn(report: Report, quiet: bool) -> None:
               help="With a PATH: the output file [default: ./<name>.<format>]. With a source "
                    "id: a folder for the Hive layout [default: <home>/parquet].")
 @click.option("--strict", is_flag=True, help="Fail on warnings too (e.g. sub-µs timestamps).")
+@click.option("--tokenizer", metavar="NAME",
+              help="For sources with text but no token counts (LMSys-Chat-1M): a tiktoken "
+                   "encoding (o200k_base, cl100k_base), a tokenizer.json path, or a Hugging "
+                   "Face tokenizer id; recorded in the trace metadata.")
 @click.option("--mirror", envvar="LLMTRACES_MIRROR", metavar="BASE",
               help="With a source id: mirror base URL for files not yet fetched.")
 @click.option("--offline", is_flag=True, envvar="LLMTRACES_OFFLINE",
@@ -36,7 +40,8 @@ def _warn(report: Report, quiet: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.pass_context
 def command(ctx: click.Context, target: str, trace: str | None, to: str, output: Path | None,
-            strict: bool, mirror: str | None, offline: bool, quiet: bool) -> None:
+            strict: bool, tokenizer: str | None, mirror: str | None, offline: bool,
+            quiet: bool) -> None:
     """Convert TARGET (a registry source id, a native trace file, or a unified Parquet file).
 
     A source id writes <home>/parquet/source=<id>/trace=<trace>/part-0.parquet, fetching files
@@ -44,12 +49,13 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
     unified Parquet file can be exported to any --to format. Nothing is written at the output
     path unless the whole input converts cleanly.
     """
+    options = {"tokenizer": tokenizer} if tokenizer else {}
     path = Path(target)
     if path.exists():
         if trace:
             raise click.UsageError("--trace applies to a source id, not to a file path")
         out = output or Path.cwd() / (path.name.split(".")[0] + get_writer(to).suffix)
-        rows, report = convert_file(path, out, to=to, strict=strict)
+        rows, report = convert_file(path, out, to=to, strict=strict, options=options)
         _warn(report, quiet)
         if not quiet:
             click.echo(f"{path} -> {out} ({rows:,} rows)")
@@ -63,7 +69,8 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
           show_progress=show_progress(quiet), log=log_to_stderr(quiet))
     if output is not None and output.is_file():
         raise click.UsageError(f"-o {output}: with a source id, -o must be a folder")
-    results = convert_source(source.id, trace, root=home, strict=strict, dataset=output)
+    results = convert_source(source.id, trace, root=home, strict=strict, dataset=output,
+                             options=options)
     for trace_id, dest, rows, report in results:
         _warn(report, quiet)
         if not quiet:

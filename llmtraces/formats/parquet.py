@@ -130,6 +130,18 @@ def is_parquet(path: Path) -> bool:
         return fh.read(4) == b"PAR1"
 
 
+def is_unified(path: Path) -> bool:
+    """True if ``path`` is a Parquet file written by llmtraces (it carries trace metadata);
+    other Parquet files are native inputs (Kavier, LMSys shards) for the source readers."""
+    if not is_parquet(path):
+        return False
+    try:
+        kv = pq.read_metadata(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return True  # unreadable: let read_metadata report it as a unified file would be
+    return METADATA_KEY.encode() in kv
+
+
 def read_stream(path: Path, batch_rows: int = 1 << 17) -> TraceStream:
     """A unified Parquet file as a stream: batches read lazily, metadata complete."""
     meta = read_metadata(path)

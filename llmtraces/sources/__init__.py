@@ -26,6 +26,7 @@ from ..registry import Source, TimeSemantics
 from ..report import Report
 
 GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
 
 
 @dataclass
@@ -40,6 +41,8 @@ class ReadContext:
     batch_bytes: int = 1 << 20  # CSV block: pyarrow reads several ahead, so this bounds RSS
     #: Filled by the reader with what it discovers (e.g. ``time_origin``).
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Reader options chosen by the user (e.g. ``tokenizer`` for sources with text only).
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.label = self.label or str(self.path)
@@ -56,6 +59,10 @@ class NativeFormat(ABC):
     @abstractmethod
     def sniff(self, first_line: str) -> bool:
         """True if a file whose first line (header or first record) is this has this format."""
+
+    def sniff_parquet(self, schema: pa.Schema) -> bool:
+        """True if a (non-llmtraces) Parquet file with this Arrow schema has this format."""
+        return False
 
     @abstractmethod
     def read(self, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
@@ -97,11 +104,23 @@ def read_first_line(path: Path, limit: int = 1 << 16) -> str:
 
 
 def sniff(path: Path) -> NativeFormat:
-    """The native format of ``path``, recognised from its first line."""
+    """The native format of ``path``, recognised from its first line (or Parquet schema)."""
     if not path.is_file():
         raise InvalidTraceError(f"{path}: no such file")
-    first = read_first_line(path)
-    matches = [f for f in all_formats().values() if f.sniff(first)]
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic == PARQUET_MAGIC:
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_schema(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise InvalidTraceError(f"{path}: not a readable Parquet file: {exc}") from None
+        first = f"Parquet columns {schema.names}"
+        matches = [f for f in all_formats().values() if f.sniff_parquet(schema)]
+    else:
+        first = read_first_line(path)
+        matches = [f for f in all_formats().values() if f.sniff(first)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
