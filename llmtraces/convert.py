@@ -91,7 +91,8 @@ def identify(path: Path, report: Report, *, source: Source | None = None,
         if hit is not None:
             source, trace_id, _ = hit
     trace = source.trace(trace_id)[1] if source is not None else None
-    fmt = get_format(source.format) if source is not None else sniff(path)
+    fmt = get_format(source.format_of(source.trace(trace_id)[0])) if source is not None \
+        else sniff(path)
     ident = Identity(path, fmt, source, trace_id, trace, verified=verified)
     if trace is not None and verified and trace.file.sha256:
         ident.sha256 = trace.file.sha256  # checked when it entered the cache

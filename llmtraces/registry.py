@@ -129,6 +129,9 @@ class Trace(_Strict):
     service: str | None = Field(
         default=None, description="Workload class written to the service column where the "
         "native data has none.")
+    format: str | None = Field(
+        default=None, description="Native reader of this trace when it differs from the "
+        "source's `format` (a source whose files come in several layouts).")
     file: FileEntry
 
 
@@ -169,6 +172,10 @@ class Source(_Strict):
                 f"{self.id} has no trace {trace_id!r}; it has: {', '.join(self.traces)}"
             ) from None
 
+    def format_of(self, trace_id: str) -> str:
+        """The native reader name of one trace: its own ``format``, else the source's."""
+        return self.traces[trace_id].format or self.format
+
     def select(self, trace_id: str | None) -> dict[str, Trace]:
         """All traces when ``trace_id`` is None, else just the named one."""
         if trace_id is None:
@@ -200,10 +207,13 @@ def load_source_file(path: Path) -> Source:
         raise RegistryError(f"{path}: id: {source.id!r} must equal the file name {path.stem!r}")
     from .sources import get_format  # late: sources import this module's models
 
-    try:
-        get_format(source.format)
-    except UnknownSourceError as exc:
-        raise RegistryError(f"{path}: format: {exc}") from None
+    named = [("format", source.format)] + [(f"traces.{tid}.format", tr.format)
+                                           for tid, tr in source.traces.items() if tr.format]
+    for where, name in named:
+        try:
+            get_format(name)
+        except UnknownSourceError as exc:
+            raise RegistryError(f"{path}: {where}: {exc}") from None
     return source
 
 
