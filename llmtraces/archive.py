@@ -94,6 +94,18 @@ def iter_members(path: Path, pattern: str = "*", *, limit: int = DEFAULT_LIMIT
                 fh.close()
 
 
+def list_members(path: Path) -> list[str]:
+    """Names of the archive's regular-file members, each checked like :func:`iter_members`."""
+    path = Path(path)
+    names = []
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar:
+            _check(path, member)
+            if member.isfile():
+                names.append(member.name)
+    return names
+
+
 def extract_member(path: Path, name: str, dest: Path, *, limit: int = DEFAULT_LIMIT) -> Path:
     """Copy member ``name`` of the archive to ``dest`` atomically (complete or absent)."""
     for member, fh in iter_members(path, limit=limit):

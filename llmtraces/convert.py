@@ -21,6 +21,7 @@ from .checksums import compute, strongest
 from .errors import InvalidTraceError
 from .formats import TraceStream, get_writer
 from .formats.parquet import is_unified, read_stream
+from .licensing import notice, write_sidecar
 from .paths import home, parquet_root
 from .registry import Source, Trace, find_file, get_source
 from .report import Report
@@ -53,7 +54,7 @@ class Identity:
         self.sha256 = got["sha256"]
         if self.trace is None or self.source is None:
             return
-        pinned = self.trace.file
+        pinned = self.trace.pins
         size = self.path.stat().st_size
         bad = [k for k in got if getattr(pinned, k) and got[k] != getattr(pinned, k)]
         if pinned.size is not None and size != pinned.size:
@@ -94,12 +95,12 @@ def identify(path: Path, report: Report, *, source: Source | None = None,
     fmt = get_format(source.format_of(source.trace(trace_id)[0])) if source is not None \
         else sniff(path)
     ident = Identity(path, fmt, source, trace_id, trace, verified=verified)
-    if trace is not None and verified and trace.file.sha256:
+    if trace is not None and verified and trace.file is not None and trace.file.sha256:
         ident.sha256 = trace.file.sha256  # checked when it entered the cache
         return ident
     kinds: tuple[str, ...] = ("sha256",)
     if trace is not None:
-        kinds += tuple(k for k in ("git_blob", "md5") if getattr(trace.file, k))
+        kinds += tuple(k for k in ("git_blob", "md5") if getattr(trace.pins, k))
     ident.pending = _hash_in_background(path, kinds)  # one pass for every checksum
     return ident
 
@@ -124,7 +125,18 @@ def trace_metadata(ident: Identity) -> dict[str, Any]:
         "citation": src.citation.model_dump() if src else None,
         "tokenizer": None,
         "native_layout": {},
+        **_archive_metadata(ident),
     }
+
+
+def _archive_metadata(ident: Identity) -> dict[str, Any]:
+    """For an archive member: which archive and member path the bytes came from."""
+    member = ident.trace.member if ident.trace is not None else None
+    if member is None or ident.source is None:
+        return {}
+    archive = ident.source.archives[member.archive]
+    return {"native_archive": {"name": archive.name, "member": member.path,
+                               "sha256": archive.sha256, "url": archive.url}}
 
 
 def scan(ident: Identity, report: Report, *, strict: bool = False,
@@ -151,7 +163,7 @@ def scan(ident: Identity, report: Report, *, strict: bool = False,
                 yield batch
         ident.settle(report)
         meta.update(native_sha256=ident.sha256, native_verified=ident.verified)
-        pinned = ident.trace.file.rows if ident.trace else None
+        pinned = ident.trace.pins.rows if ident.trace else None
         if pinned is not None and rows != pinned and report.errors == 0:
             report.error("rows", str(ident.path),
                          f"{rows:,} data rows, the registry pins {pinned:,}")
@@ -191,6 +203,11 @@ def convert_file(path: Path, dest: Path, *, to: str = "parquet", source: Source 
                          registry=registry)
         stream = scan(ident, report, strict=strict, options=options)
     rows = get_writer(to).write(stream, Path(dest))
+    line = notice(stream.meta)
+    if line is not None:
+        report.notices.append(line)
+        if to != "parquet":  # Parquet carries the licence in its trace metadata
+            write_sidecar(Path(dest), stream.meta)
     return rows, report
 
 
@@ -210,16 +227,15 @@ def convert_source(source_id: str, trace: str | None = None, *, root: Path | Non
 
     Returns ``(trace_id, output path, rows, report)`` per trace.
     """
-    from .download import cached_path
+    from .natives import native_files
 
     source = get_source(source_id, registry)
     root = home(root)
     out = []
-    for trace_id in source.select(trace):
-        native = cached_path(source, trace_id, root)
+    for trace_id, native, verified in native_files(source, list(source.select(trace)), root):
         dest = converted_path(source.id, trace_id, root, dataset)
         rows, report = convert_file(native, dest, source=source, trace_id=trace_id,
-                                    verified=True, strict=strict, registry=registry,
+                                    verified=verified, strict=strict, registry=registry,
                                     options=options)
         out.append((trace_id, dest, rows, report))
     return out

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
@@ -234,7 +235,30 @@ def _reject(path: Path) -> Path:
     return aside
 
 
-def fetch_file(entry: FileEntry, dest: Path, urls: list[str], *, show_progress: bool = False,
+class _Lazy:
+    """A candidate whose URL a backend finds only when it is tried (after the mirrors), so an
+    unreachable host does not stop a fetch that a mirror can serve."""
+
+    def __init__(self, backend: Any, entry: FileEntry, settings: Settings,
+                 headers: dict[str, dict[str, str]]) -> None:
+        self.backend, self.entry, self.settings, self.headers = backend, entry, settings, headers
+
+    def __str__(self) -> str:
+        return self.entry.url
+
+    def resolve(self) -> str:
+        """The URL to download from (its request headers recorded for it)."""
+        _, url, extra = self.backend.resolve(self.entry, _session(self.settings),
+                                             self.settings.timeout_s)
+        self.headers[url] = extra
+        return str(url)
+
+
+Candidate = str | _Lazy
+
+
+def fetch_file(entry: FileEntry, dest: Path, urls: list[Candidate], *,
+               show_progress: bool = False,
                log: Log = _quiet_log, settings: Settings | None = None,
                offline: bool = False, headers: dict[str, dict[str, str]] | None = None) -> str:
     """Make ``dest`` a verified copy of ``entry``, trying ``urls`` in order.
@@ -261,15 +285,22 @@ def fetch_file(entry: FileEntry, dest: Path, urls: list[str], *, show_progress: 
             log(f"{dest}: cached copy does not match the registry; moved aside to "
                 f"{_reject(dest)}")
         # A file dropped by hand beside it under one of its checksums is tried first.
-        dropped = [dest.with_name(d).as_uri() for d in (entry.sha256, entry.git_blob, entry.md5)
-                   if d and dest.with_name(d).is_file()]
+        dropped: list[Candidate] = [
+            dest.with_name(d).as_uri() for d in (entry.sha256, entry.git_blob, entry.md5)
+            if d and dest.with_name(d).is_file()]
         urls = dropped + [u for u in urls if u not in dropped]
         failures: list[str] = []
         bad_bytes = 0  # sources that delivered bytes which failed verification
-        for url in urls:
-            local = url.startswith("file://")
+        for candidate in urls:
+            local = isinstance(candidate, str) and candidate.startswith("file://")
             if offline and not local:
-                failures.append(f"{url}: skipped (offline)")
+                failures.append(f"{candidate}: skipped (offline)")
+                continue
+            try:
+                url = candidate.resolve() if isinstance(candidate, _Lazy) else candidate
+            except DownloadError as exc:
+                failures.append(f"{candidate}: {exc}")
+                log(f"{entry.name}: {exc}")
                 continue
             try:
                 if local:
@@ -331,8 +362,10 @@ def fetch(source_id: str, trace: str | None = None, *, root: Path | None = None,
             raise DownloadError(f"--file {file}: no such file")
         if trace is None:
             size = file.stat().st_size
-            matches = [t for t, tr in source.traces.items()
-                       if tr.file.name == file.name or tr.file.size == size]
+            matches = [t for t in source.traces if source.download(t).name == file.name
+                       or source.download(t).size == size]
+            if len({source.download(t).name for t in matches}) == 1:
+                matches = matches[:1]  # an archive holding several traces
             if len(matches) != 1:
                 raise DownloadError(
                     f"--file {file}: cannot tell which trace of {source.id} it is "
@@ -341,30 +374,44 @@ def fetch(source_id: str, trace: str | None = None, *, root: Path | None = None,
     results = []
     settings = Settings.from_env()
     headers: dict[str, dict[str, str]] = {}  # per-URL request headers (tokens), never logged
-    for trace_id, tr in source.select(trace).items():
-        entry = tr.file
+    done: dict[str, tuple[Path, str]] = {}  # an archive shared by several traces: fetched once
+    for trace_id in source.select(trace):
+        entry = source.download(trace_id)
+        if entry.name in done:
+            dest, origin = done[entry.name]
+            results.append(Fetched(source.id, trace_id, dest, origin))
+            continue
         dest = raw_dir(source.id, root) / entry.name
-        urls = [file.as_uri()] if file is not None else candidate_urls(source, entry, mirror)
+        urls: list[Candidate] = [file.as_uri()] if file is not None else \
+            list(candidate_urls(source, entry, mirror))
         backend = backend_for(entry)
         if backend is not None and not offline and not is_cached(dest, entry) and \
                 (file is None or backend.GIVES_PINS):
-            entry, api_url, api_headers = backend.resolve(entry, _session(settings),
-                                                          settings.timeout_s)
-            urls.insert(urls.index(entry.url) if entry.url in urls else len(urls), api_url)
-            urls = list(dict.fromkeys(urls))
-            headers[api_url] = api_headers
+            at = urls.index(entry.url) if entry.url in urls else len(urls)
+            if backend.GIVES_PINS:
+                # The pins verify every candidate, mirrors included: ask the host first.
+                entry, api_url, api_headers = backend.resolve(entry, _session(settings),
+                                                              settings.timeout_s)
+                urls.insert(at, api_url)
+                urls = list(dict.fromkeys(urls))
+                headers[api_url] = api_headers
+            else:
+                # Only a link to find (Drive): ask when its turn comes, after any mirror.
+                urls.insert(at, _Lazy(backend, entry, settings, headers))
         origin = fetch_file(entry, dest, urls, show_progress=show_progress, log=log,
                             offline=offline, settings=settings, headers=headers)
+        done[entry.name] = (dest, origin)
         results.append(Fetched(source.id, trace_id, dest, origin))
     return results
 
 
 def cached_path(source: Source, trace_id: str, root: Path) -> Path:
     """Path of a verified cached native file, or :class:`NotCachedError` saying how to get it."""
-    _, tr = source.trace(trace_id)
-    dest = raw_dir(source.id, root) / tr.file.name
-    if not is_cached(dest, tr.file):
+    trace_id, _ = source.trace(trace_id)
+    entry = source.download(trace_id)
+    dest = raw_dir(source.id, root) / entry.name
+    if not is_cached(dest, entry):
         raise NotCachedError(
-            f"{source.id} {trace_id}: {tr.file.name} is not in the cache at {dest}; run "
+            f"{source.id} {trace_id}: {entry.name} is not in the cache at {dest}; run "
             f"`llmtraces fetch {source.id} --trace {trace_id}`")
     return dest

@@ -94,6 +94,10 @@ class FileEntry(_Strict):
         description="git blob id: sha1 of 'blob <size>\\0' + content.")
     rows: int | None = Field(default=None, ge=0, description="Exact number of data records.")
     compression: Literal["none", "gzip"] = "none"
+    unpacked_limit: int | None = Field(
+        default=None, ge=0, description="For an archive (.tar, .tar.gz): the most bytes its "
+        "members may unpack to, in all; reading stops with an error past it (a guard against "
+        "decompression bombs, set above the size the upstream states).")
     bundled: bool = Field(
         default=False, description="A verified copy ships inside the package (data/<id>/<name>).")
     zenodo: ZenodoRef | None = Field(
@@ -122,8 +126,28 @@ class FileEntry(_Strict):
         return self
 
 
+class Member(_Strict):
+    """A trace that is one file inside an archive of the source (``[archives.<key>]``)."""
+
+    archive: str = Field(description="Key of the archive in the source's `archives` table.")
+    path: str = Field(description="Path of the member inside the archive. A leading `./` is "
+                      "ignored, and a path that is not found matches a unique member of the "
+                      "same file name (archives differ in their top folder).")
+    size: int | None = Field(default=None, ge=0, description="Exact member size in bytes.")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    md5: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    git_blob: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")
+    rows: int | None = Field(default=None, ge=0, description="Exact number of data records.")
+
+    @property
+    def name(self) -> str:
+        """The member's file name (its path's last part)."""
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+
 class Trace(_Strict):
-    """One trace of a source: a file read by one native format."""
+    """One trace of a source: a file (or a member of one of the source's archives) read by
+    one native format."""
 
     description: str
     service: str | None = Field(
@@ -132,7 +156,29 @@ class Trace(_Strict):
     format: str | None = Field(
         default=None, description="Native reader of this trace when it differs from the "
         "source's `format` (a source whose files come in several layouts).")
-    file: FileEntry
+    file: FileEntry | None = Field(default=None, description="The trace's own file.")
+    member: Member | None = Field(
+        default=None, description="Or: the trace is this member of one of the source's "
+        "archives.")
+
+    @model_validator(mode="after")
+    def _file_or_member(self) -> Trace:
+        if (self.file is None) == (self.member is None):
+            raise ValueError("a trace has exactly one of `file` (its own file) or `member` (a "
+                             "file inside one of the source's archives)")
+        return self
+
+    @property
+    def pins(self) -> FileEntry | Member:
+        """What the trace's native bytes are pinned to: its file, or its archive member."""
+        pinned = self.file or self.member
+        assert pinned is not None  # the validator guarantees one
+        return pinned
+
+    @property
+    def native_name(self) -> str:
+        """File name of the trace's native bytes (the member's name for an archive member)."""
+        return self.pins.name
 
 
 class Source(_Strict):
@@ -147,16 +193,33 @@ class Source(_Strict):
     citation: Citation
     time: TimeSemantics
     quirks: tuple[str, ...] = ()
+    archives: dict[str, FileEntry] = Field(
+        default_factory=dict, description="Archives (.tar, .tar.gz) whose members are traces; "
+        "each is downloaded and verified once, and its members are read from it.")
     traces: dict[str, Trace] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _bundle_only_if_allowed(self) -> Source:
+    def _consistent(self) -> Source:
+        for tid, tr in self.traces.items():
+            if tr.member is not None and tr.member.archive not in self.archives:
+                raise ValueError(f"traces.{tid}.member.archive: no archive "
+                                 f"{tr.member.archive!r}; archives: {', '.join(self.archives)}")
         if not self.licence.redistributable:
-            for tid, tr in self.traces.items():
-                if tr.file.bundled:
-                    raise ValueError(f"traces.{tid}.file.bundled: the licence forbids "
-                                     "redistribution, so the package cannot ship a copy")
+            shipped = [f"traces.{tid}.file" for tid, tr in self.traces.items()
+                       if tr.file is not None and tr.file.bundled]
+            shipped += [f"archives.{key}" for key, f in self.archives.items() if f.bundled]
+            if shipped:
+                raise ValueError(f"{shipped[0]}.bundled: the licence forbids redistribution, "
+                                 "so the package cannot ship a copy")
         return self
+
+    def download(self, trace_id: str) -> FileEntry:
+        """The file to download for one trace: its own file, or the archive holding it."""
+        tr = self.traces[trace_id]
+        if tr.member is not None:
+            return self.archives[tr.member.archive]
+        assert tr.file is not None
+        return tr.file
 
     def trace(self, trace_id: str | None) -> tuple[str, Trace]:
         """The named trace, or the only one; a clear error for an unknown or missing name."""
@@ -239,10 +302,10 @@ def get_source(source_id: str, directory: Path | None = None) -> Source:
 
 
 def find_file(name: str, directory: Path | None = None) -> tuple[Source, str, Trace] | None:
-    """The registry trace whose native file is called ``name``, if any."""
+    """The registry trace whose native file (or archive member) is called ``name``, if any."""
     for source in load_registry(directory).values():
         for trace_id, trace in source.traces.items():
-            if trace.file.name == name:
+            if trace.native_name == name:
                 return source, trace_id, trace
     return None
 

@@ -9,15 +9,18 @@ other line. The rewritten file is validated before it replaces the old one.
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .archive import DEFAULT_LIMIT, iter_members
 from .atomic import atomic_path
 from .checksums import compute
-from .download import Log, _quiet_log, candidate_urls, fetch_file
+from .download import Candidate, Log, _quiet_log, candidate_urls, fetch_file
+from .natives import resolve_members
 from .paths import registry_dir
-from .registry import _load_dir, get_source, load_source_file
+from .registry import Source, _load_dir, get_source, load_source_file
 
 PINNED = ("size", "sha256", "md5", "git_blob", "unverified")
 
@@ -34,8 +37,14 @@ class Pin:
     git_blob: str
 
 
-def pin_table(text: str, table: str, pin: Pin) -> str:
-    """Registry TOML ``text`` with the size and checksums of ``[table]`` set to ``pin``."""
+def toml_table(*parts: str) -> str:
+    """A TOML table name as the registry writes it: ``traces."lmsys_sps0.5".member``."""
+    return ".".join(p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else f'"{p}"' for p in parts)
+
+
+def pin_table(text: str, table: str, pin: Pin, after: str = "url") -> str:
+    """Registry TOML ``text`` with the size and checksums of ``[table]`` set to ``pin``,
+    written after its ``after`` key (``url`` for files, ``path`` for archive members)."""
     start = text.find(f"[{table}]")
     if start < 0:
         raise ValueError(f"no [{table}] table")
@@ -44,8 +53,28 @@ def pin_table(text: str, table: str, pin: Pin) -> str:
     body = re.sub(rf"(?m)^({'|'.join(PINNED)}) = .*\n?", "", text[start:end])
     lines = (f"size = {pin.size}\nsha256 = \"{pin.sha256}\"\nmd5 = \"{pin.md5}\"\n"
              f"git_blob = \"{pin.git_blob}\"\n")
-    body = re.sub(r"(?m)^(url = .*\n)", lambda m: m.group(1) + lines, body, count=1)
+    body = re.sub(rf"(?m)^({after} = .*\n)", lambda m: m.group(1) + lines, body, count=1)
     return text[:start] + body + text[end:]
+
+
+def _pin_members(source: Source, archive: Path, traces: dict[str, str], url: str,
+                 text: str, pins: list[Pin]) -> str:
+    """Pin the members of one downloaded archive (trace id -> member path) in ``text``."""
+    names = resolve_members(archive, traces)
+    entry = source.download(next(iter(traces)))
+    for name, fh in iter_members(archive, limit=entry.unpacked_limit or DEFAULT_LIMIT):
+        tid = names.get(name)
+        if tid is None:
+            continue
+        copy = archive.with_name(archive.name + ".member")
+        with copy.open("wb") as out:
+            shutil.copyfileobj(fh, out, 1 << 20)
+        pin = Pin(tid, f"{url}#{name}", copy.stat().st_size,
+                  **compute(copy, ("sha256", "md5", "git_blob")))
+        copy.unlink()
+        text = pin_table(text, toml_table("traces", tid, "member"), pin, after="path")
+        pins.append(pin)
+    return text
 
 
 def update_hashes(source_id: str, trace: str | None = None, *, registry: Path | None = None,
@@ -58,18 +87,32 @@ def update_hashes(source_id: str, trace: str | None = None, *, registry: Path | 
     text = path.read_text(encoding="utf-8")
     pins: list[Pin] = []
     with tempfile.TemporaryDirectory(prefix="llmtraces-repin-") as tmp:
-        for trace_id, tr in source.select(trace).items():
-            unpinned = tr.file.model_copy(update={
+        done: set[str] = set()
+        for trace_id in source.select(trace):
+            tr = source.traces[trace_id]
+            entry = source.download(trace_id)
+            if entry.name in done:
+                continue
+            done.add(entry.name)
+            unpinned = entry.model_copy(update={
                 "size": None, "sha256": None, "md5": None, "git_blob": None, "bundled": False,
                 "unverified": "being re-pinned by `llmtraces registry update-hashes`"})
-            dest = Path(tmp) / tr.file.name
-            urls = [u for u in candidate_urls(source, tr.file, mirror)
-                    if not u.startswith("file://")]  # the upstream, not our own copy
+            dest = Path(tmp) / entry.name
+            urls: list[Candidate] = [u for u in candidate_urls(source, entry, mirror)
+                                     if not u.startswith("file://")]  # upstream, not our copy
             url = fetch_file(unpinned, dest, urls, show_progress=show_progress, log=log)
             got = compute(dest, ("sha256", "md5", "git_blob"))
-            pin = Pin(trace_id, url, dest.stat().st_size, **got)
-            text = pin_table(text, f"traces.{trace_id}.file", pin)
+            table = (toml_table("archives", tr.member.archive) if tr.member is not None
+                     else toml_table("traces", trace_id, "file"))
+            pin = Pin(trace_id if tr.member is None else tr.member.archive, url,
+                      dest.stat().st_size, **got)
+            text = pin_table(text, table, pin)
             pins.append(pin)
+            members = {t: m.path for t in source.select(trace)
+                       if (m := source.traces[t].member) is not None
+                       and source.download(t).name == entry.name}
+            if members:
+                text = _pin_members(source, dest, members, url, text, pins)
             dest.unlink()
     with atomic_path(path) as new:
         new.write_text(text, encoding="utf-8")

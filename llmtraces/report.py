@@ -42,6 +42,8 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     counts: Counter[tuple[Level, str]] = field(default_factory=Counter)
     checked: list[str] = field(default_factory=list)
+    #: Things the user must be told that are not problems (e.g. licence restrictions).
+    notices: list[str] = field(default_factory=list)
 
     def add(self, problem: Problem) -> None:
         key = (problem.level, problem.code)
@@ -88,6 +90,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "checked": self.checked,
+            "notices": self.notices,
             "errors": self.errors,
             "warnings": self.warnings,
             "counts": [{"level": lvl, "code": code, "count": n}

@@ -16,8 +16,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .convert import converted_path, identify, scan
+from .download import is_cached
 from .errors import InvalidTraceError, LLMTracesError
 from .formats.parquet import is_unified, read_metadata
+from .natives import native_files
 from .paths import home, raw_dir
 from .registry import get_source
 from .report import Report
@@ -97,7 +99,7 @@ def validate_unified(path: Path, report: Report, *, registry: Path | None = None
     src_id, trace_id = meta.get("source"), meta.get("trace")
     if src_id:
         try:
-            pinned = get_source(src_id, registry).trace(trace_id)[1].file.rows
+            pinned = get_source(src_id, registry).trace(trace_id)[1].pins.rows
         except LLMTracesError as exc:
             report.warning("registry", label, f"metadata names {src_id}/{trace_id}: {exc}")
             pinned = None
@@ -131,14 +133,20 @@ def validate_source(source_id: str, trace: str | None = None, *, root: Path | No
     source = get_source(source_id, registry)
     root = home(root)
     report = Report()
-    for trace_id, tr in source.select(trace).items():
-        native = raw_dir(source.id, root) / tr.file.name
-        if native.is_file():
-            validate_native(native, report, strict=strict, registry=registry, source=source,
-                            trace_id=trace_id)
+    wanted = list(source.select(trace))
+    present = []
+    for trace_id in wanted:
+        entry = source.download(trace_id)
+        native = raw_dir(source.id, root) / entry.name
+        if is_cached(native, entry):
+            present.append(trace_id)
         else:
             report.error("missing", str(native),
                          f"not fetched; run `llmtraces fetch {source.id} --trace {trace_id}`")
+    for trace_id, native, _ in native_files(source, present, root):
+        validate_native(native, report, strict=strict, registry=registry, source=source,
+                        trace_id=trace_id)
+    for trace_id in wanted:
         converted = converted_path(source.id, trace_id, root)
         if converted.is_file():
             validate_unified(converted, report, registry=registry)

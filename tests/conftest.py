@@ -86,7 +86,8 @@ def _pin(text: str, table: str, data: bytes, rows: int) -> str:
 def _loopback_urls(text: str, base: str) -> str:
     """Point every file URL of registry TOML text at the loopback server: ``url`` at
     ``/upstream/<name>``, each mirror at ``/mirror<k>/<name>``; nothing can reach the internet."""
-    head, sep, traces = text.partition("[traces")
+    starts = [i for i in (text.find("\n[archives"), text.find("\n[traces")) if i >= 0]
+    head, sep, traces = text[:min(starts)], "", text[min(starts):]
     traces = re.sub(r'(?m)^url = "[^"]*/([^/"]+)"$', rf'url = "{base}/upstream/\1"', traces)
 
     def mirrors(m: re.Match[str]) -> str:

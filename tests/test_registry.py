@@ -107,8 +107,8 @@ def test_azure_facts_match_the_real_file(code_csv: Path):
 @pytest.mark.parametrize("source_id", sorted(p.stem for p in REGISTRY.glob("*.toml")))
 def test_bundled_copies_are_the_published_files(source_id: str):
     source = load_registry(REGISTRY)[source_id]
-    for trace in source.traces.values():
-        f = trace.file
+    for trace_id in source.traces:
+        f = source.download(trace_id)
         path = bundled_dir() / source.id / f.name
         assert path.is_file() == f.bundled
         if f.bundled:

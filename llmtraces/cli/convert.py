@@ -20,6 +20,12 @@ def _warn(report: Report, quiet: bool) -> None:
             click.echo(line, err=True)
 
 
+def _notices(reports: list[Report]) -> None:
+    """Licence terms of what was written: said once, even with --quiet."""
+    for line in dict.fromkeys(n for r in reports for n in r.notices):
+        click.echo(line, err=True)
+
+
 @click.command("convert")
 @click.argument("target")
 @click.option("--trace", help="With a source id: only this trace.")
@@ -59,6 +65,7 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
         _warn(report, quiet)
         if not quiet:
             click.echo(f"{path} -> {out} ({rows:,} rows)")
+        _notices([report])
         return
     home = root(ctx)
     source = get_source(target)
@@ -75,3 +82,4 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
         _warn(report, quiet)
         if not quiet:
             click.echo(f"{source.id} {trace_id}: {dest} ({rows:,} rows)")
+    _notices([r for *_, r in results])

@@ -9,6 +9,7 @@ import click
 from ..api import source as get_source
 from ..convert import converted_path
 from ..download import is_cached
+from ..licensing import restrictions
 from ..paths import raw_dir
 from ._common import human_bytes, root
 
@@ -30,21 +31,38 @@ def command(ctx: click.Context, source_id: str, as_json: bool) -> None:
              ("commercial use allowed" if lic.commercial_use else "NON-COMMERCIAL")]
     click.echo(f"licence:  {lic.spdx} ({', '.join(terms)}) {lic.url}\n"
                f"credit:   {lic.attribution}")
+    if restrictions(lic):
+        click.echo(f"WARNING:  {', '.join(restrictions(lic))}: "
+                   + ("do not share or re-host its files or anything converted from them; "
+                      if not lic.redistributable else "")
+                   + ("no commercial use; " if not lic.commercial_use else "")
+                   + "release bundles leave it out.")
     t = s.time
     zone = f"{t.zone}{' (assumed)' if t.zone_assumed else ''}" if t.zone else "n/a"
     click.echo(f"time:     {t.kind}, written {t.native_format}; zone {zone}; "
                f"resolution {t.resolution}\n          arrival_us = 0 at {t.origin}")
     click.echo(f"format:   {s.format}\ntraces:")
+    for key, a in s.archives.items():
+        size = human_bytes(a.size) if a.size is not None else "size unknown"
+        pin = f"; UNVERIFIED: {a.unverified}" if a.unverified else ""
+        state = "fetched" if is_cached(raw_dir(s.id, home) / a.name, a) else "not fetched"
+        click.echo(f"  archive {key}: {a.name} ({size}{pin}) [{state}]\n             {a.url}")
+    w = max(10, *(len(t) for t in s.traces))
     for tid, tr in s.traces.items():
-        f = tr.file
+        f = s.download(tid)
         cached = is_cached(raw_dir(s.id, home) / f.name, f)
         converted = converted_path(s.id, tid, home).is_file()
         state = ("converted" if converted else "fetched") if cached else (
             "bundled" if f.bundled else "not fetched")
-        rows = f"{f.rows:,} rows" if f.rows is not None else "rows unknown"
-        size = human_bytes(f.size) if f.size is not None else "size unknown"
+        p = tr.pins
+        rows = f"{p.rows:,} rows" if p.rows is not None else "rows unknown"
+        size = human_bytes(p.size) if p.size is not None else "size unknown"
+        if tr.member is not None:
+            click.echo(f"  {tid:<{w}} {tr.member.path} in archive {tr.member.archive} "
+                       f"({size}, {rows}) [{state}]\n             {tr.description}")
+            continue
         pin = f"; UNVERIFIED: {f.unverified}" if f.unverified else ""
-        click.echo(f"  {tid:<10} {f.name} ({size}, {rows}{pin}) [{state}]\n"
+        click.echo(f"  {tid:<{w}} {f.name} ({size}, {rows}{pin}) [{state}]\n"
                    f"             {tr.description}\n             {f.url}")
     if s.quirks:
         click.echo("quirks:")

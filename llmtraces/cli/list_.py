@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..api import sources
+from ..licensing import restrictions
 from ._common import human_bytes
 
 
@@ -17,21 +18,28 @@ def command(as_json: bool) -> None:
     """List the sources in the registry."""
     rows: list[dict[str, Any]] = []
     for s in sources():
-        sizes = [t.file.size for t in s.traces.values()]
-        counts = [t.file.rows for t in s.traces.values()]
+        files = {s.download(t).name: s.download(t) for t in s.traces}  # archives once
+        sizes = [f.size for f in files.values()]
+        counts = [t.pins.rows for t in s.traces.values()]
         rows.append({"id": s.id, "name": s.name, "traces": list(s.traces),
                      "rows": None if None in counts else sum(c or 0 for c in counts),
                      "bytes": None if None in sizes else sum(x or 0 for x in sizes),
-                     "licence": s.licence.spdx})
+                     "licence": s.licence.spdx, "terms": list(restrictions(s.licence))})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = [("id", "traces", "rows", "size", "licence", "name")] + [
-        (r["id"], ",".join(r["traces"]), f"{r['rows']:,}" if r["rows"] is not None else "?",
-         human_bytes(r["bytes"]) if r["bytes"] is not None else "?", r["licence"], r["name"])
+    table = [("id", "traces", "rows", "size", "licence", "terms", "name")] + [
+        (r["id"], _traces(r["traces"]), f"{r['rows']:,}" if r["rows"] is not None else "?",
+         human_bytes(r["bytes"]) if r["bytes"] is not None else "?", r["licence"],
+         ", ".join(r["terms"]) or "open", r["name"])
         for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    widths = [max(len(row[i]) for row in table) for i in range(6)]
+    right = (False, False, True, True, False, False)
     for row in table:
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]),
-                 row[3].rjust(widths[3]), row[4].ljust(widths[4]), row[5]]
-        click.echo("  ".join(cells))
+        cells = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row[:6], widths, right, strict=True)]
+        click.echo("  ".join(cells + [row[6]]))
+
+
+def _traces(ids: list[str]) -> str:
+    """Trace ids, or their number when there are too many for one column."""
+    return ",".join(ids) if len(ids) <= 6 else f"{len(ids)} traces"
