@@ -36,7 +36,8 @@ def command(as_json: bool) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(6)]
     right = (False, False, True, True, False, False)
     for row in table:
-        cells = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row[:6], widths, right, strict=True)]
+        cells = [c.rjust(w) if r else c.ljust(w)
+                 for c, w, r in zip(row[:6], widths, right, strict=True)]
         click.echo("  ".join(cells + [row[6]]))
 
 
