@@ -52,11 +52,15 @@ def _is_current(path: Path) -> bool:
 
 def load(source_or_path: str | PathLike, trace: str | None = None, *,
          columns: list[str] | None = None, root: PathLike | None = None,
-         mirror: str | None = None, offline: bool | None = None) -> pa.Table:
+         mirror: str | None = None, offline: bool | None = None,
+         tokenizer: str | None = None) -> pa.Table:
     """A trace as a pyarrow Table in the unified schema (``.to_pandas()`` works with pandas).
 
     ``source_or_path`` is a registry id, whose trace is fetched, verified and converted into the
     cache on first use, or a path to a unified Parquet file or a native trace file.
+    ``tokenizer`` is for sources that publish text but no token counts (LMSys-Chat-1M; see
+    ``llmtraces convert --tokenizer``): a cached conversion made with another tokenizer is
+    redone; None keeps whatever the cached conversion used (``o200k_base`` on first use).
 
     Examples
     --------
@@ -66,18 +70,39 @@ def load(source_or_path: str | PathLike, trace: str | None = None, *,
     """
     as_path = Path(os.fspath(source_or_path)).expanduser()
     if as_path.exists() or isinstance(source_or_path, os.PathLike):
-        return _load_path(as_path, columns)
-    src = get_source(str(source_or_path))
-    trace_id, _ = src.trace(trace)
+        return _load_path(as_path, columns, tokenizer)
     root_dir = home(root)
+    src = get_source(str(source_or_path))
+    if src.discover is not None:
+        from .discover import with_discovered
+
+        if trace not in with_discovered(src, root_dir).traces:
+            _fetch(src.id, trace, root=root_dir, mirror=mirror, offline=offline, log=_quiet_log)
+        src = with_discovered(src, root_dir)
+    trace_id, _ = src.trace(trace)
     dest = converted_path(src.id, trace_id, root_dir)
-    if not _is_current(dest):
+    if not _is_current(dest) or not _same_tokenizer(dest, tokenizer):
         _fetch(src.id, trace_id, root=root_dir, mirror=mirror, offline=offline, log=_quiet_log)
-        convert_source(src.id, trace_id, root=root_dir)
+        convert_source(src.id, trace_id, root=root_dir, options=_options(tokenizer))
     return pq.read_table(dest, columns=columns)
 
 
-def _load_path(path: Path, columns: list[str] | None) -> pa.Table:
+def _options(tokenizer: str | None) -> dict[str, Any]:
+    """Reader options for a tokenizer spec (none: the reader's default)."""
+    return {"tokenizer": tokenizer} if tokenizer else {}
+
+
+def _same_tokenizer(path: Path, tokenizer: str | None) -> bool:
+    """Whether the converted trace at ``path`` counted tokens with ``tokenizer`` (True when
+    none is asked for)."""
+    if tokenizer is None:
+        return True
+    used = read_metadata(path).get("tokenizer") or {}
+    return tokenizer in (used.get("spec"), used.get("name"))
+
+
+def _load_path(path: Path, columns: list[str] | None, tokenizer: str | None = None
+               ) -> pa.Table:
     if not path.exists():
         raise InvalidTraceError(f"{path}: no such file")
     if is_unified(path):
@@ -88,7 +113,7 @@ def _load_path(path: Path, columns: list[str] | None) -> pa.Table:
 
     with tempfile.TemporaryDirectory(prefix="llmtraces-") as tmp:
         out = Path(tmp) / "trace.parquet"
-        convert_file(path, out)
+        convert_file(path, out, options=_options(tokenizer))
         table = pq.read_table(out, columns=columns)
     return table
 

@@ -1,4 +1,5 @@
-"""Read members of a .tar / .tar.gz (e.g. Marconi's ``traces.tar.gz``) without extracting it.
+"""Read members of a .tar / .tar.gz / .zip (e.g. Marconi's ``traces.tar.gz``) without
+extracting it.
 
 Only regular files are yielded. A member with an absolute path, a ``..`` component, or that is
 a symlink, hardlink, device or FIFO is refused with an error naming it, before anything is
@@ -12,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import shutil
 import tarfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, cast
@@ -28,15 +30,41 @@ class UnsafeArchiveError(LLMTracesError):
     """An archive member that could write or read outside its place, or too many bytes."""
 
 
-def _check(archive: Path, member: tarfile.TarInfo) -> None:
-    """Refuse a member that is not a plain file at a plain relative path."""
-    name = member.name
+ZIP_MAGIC = b"PK\x03\x04"
+#: Upper 16 bits of a zip entry's external attributes hold the Unix mode (type bits 0o170000).
+_S_IFMT, _S_IFREG, _S_IFDIR = 0o170000, 0o100000, 0o040000
+
+
+def is_archive(path: Path) -> bool:
+    """True if ``path`` is a zip file or a (possibly compressed) tar archive."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        if fh.read(4) == ZIP_MAGIC:
+            return True
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
+def _is_zip(path: Path) -> bool:
+    with Path(path).open("rb") as fh:
+        return fh.read(4) == ZIP_MAGIC
+
+
+def _check_path(archive: Path, name: str) -> None:
     where = f"{archive}: member {name!r}"
     path = PurePosixPath(name)
     if path.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         raise UnsafeArchiveError(f"{where}: absolute path refused")
     if ".." in path.parts or ".." in name.replace("\\", "/").split("/"):
         raise UnsafeArchiveError(f"{where}: '..' path component refused")
+
+
+def _check(archive: Path, member: tarfile.TarInfo) -> None:
+    """Refuse a member that is not a plain file at a plain relative path."""
+    _check_path(archive, member.name)
+    where = f"{archive}: member {member.name!r}"
     if member.issym() or member.islnk():
         raise UnsafeArchiveError(f"{where}: link to {member.linkname!r} refused")
     if member.isdev() or member.isfifo():
@@ -76,6 +104,9 @@ def iter_members(path: Path, pattern: str = "*", *, limit: int = DEFAULT_LIMIT
     """
     path = Path(path)
     budget = [limit]
+    if _is_zip(path):
+        yield from _iter_zip(path, pattern, limit, budget)
+        return
     with tarfile.open(path, "r:*") as tar:
         for member in tar:
             _check(path, member)
@@ -94,9 +125,43 @@ def iter_members(path: Path, pattern: str = "*", *, limit: int = DEFAULT_LIMIT
                 fh.close()
 
 
+def _zip_infos(path: Path, zf: zipfile.ZipFile) -> Iterator[zipfile.ZipInfo]:
+    """The zip's file entries, each checked: no unsafe path, no symlink or special file."""
+    for info in zf.infolist():
+        _check_path(path, info.filename)
+        kind = (info.external_attr >> 16) & _S_IFMT
+        if info.is_dir() or kind == _S_IFDIR:
+            continue
+        if kind not in (0, _S_IFREG):
+            raise UnsafeArchiveError(f"{path}: member {info.filename!r}: a link or special "
+                                     "file refused")
+        yield info
+
+
+def _iter_zip(path: Path, pattern: str, limit: int, budget: list[int]
+              ) -> Iterator[tuple[str, IO[bytes]]]:
+    with zipfile.ZipFile(path) as zf:
+        for info in _zip_infos(path, zf):
+            if not fnmatch.fnmatchcase(info.filename, pattern):
+                continue
+            if info.file_size > budget[0]:
+                raise UnsafeArchiveError(f"{path}: member {info.filename!r}: "
+                                         f"{info.file_size:,} bytes, over the limit of "
+                                         f"{limit:,}; refused")
+            # zipfile stops at the declared size and checks the CRC; the budget bounds the rest.
+            fh = _Bounded(zf.open(info), path, info.filename, budget)
+            try:
+                yield info.filename, cast(IO[bytes], fh)
+            finally:
+                fh.close()
+
+
 def list_members(path: Path) -> list[str]:
     """Names of the archive's regular-file members, each checked like :func:`iter_members`."""
     path = Path(path)
+    if _is_zip(path):
+        with zipfile.ZipFile(path) as zf:
+            return [info.filename for info in _zip_infos(path, zf)]
     names = []
     with tarfile.open(path, "r:*") as tar:
         for member in tar:

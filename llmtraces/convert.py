@@ -23,7 +23,7 @@ from .formats import TraceStream, get_writer
 from .formats.parquet import is_unified, read_stream
 from .licensing import notice, write_sidecar
 from .paths import home, parquet_root
-from .registry import Source, Trace, find_file, get_source
+from .registry import AUTO_FORMAT, Source, Trace, find_file, get_source
 from .report import Report
 from .schema import SCHEMA_VERSION
 from .sources import NativeFormat, ReadContext, get_format, sniff
@@ -45,6 +45,8 @@ class Identity:
     sha256: str | None = None
     verified: bool = False
     pending: Future[dict[str, str]] | None = None
+    #: The format was recognised from the file (no registry reader): its time semantics apply.
+    sniffed: bool = True
 
     def settle(self, report: Report) -> None:
         """Wait for the checksums; a file named like a published one must match it."""
@@ -92,9 +94,10 @@ def identify(path: Path, report: Report, *, source: Source | None = None,
         if hit is not None:
             source, trace_id, _ = hit
     trace = source.trace(trace_id)[1] if source is not None else None
-    fmt = get_format(source.format_of(source.trace(trace_id)[0])) if source is not None \
-        else sniff(path)
-    ident = Identity(path, fmt, source, trace_id, trace, verified=verified)
+    reader = source.format_of(source.trace(trace_id)[0]) if source is not None else AUTO_FORMAT
+    fmt = sniff(path) if reader == AUTO_FORMAT else get_format(reader)
+    ident = Identity(path, fmt, source, trace_id, trace, verified=verified,
+                     sniffed=reader == AUTO_FORMAT)
     if trace is not None and verified and trace.file is not None and trace.file.sha256:
         ident.sha256 = trace.file.sha256  # checked when it entered the cache
         return ident
@@ -119,7 +122,7 @@ def trace_metadata(ident: Identity) -> dict[str, Any]:
         "native_format": ident.format.name,
         "converter": f"llmtraces {__version__}",
         "rows": None,
-        "time": (src.time if src else ident.format.time).model_dump(),
+        "time": (src.time if src and not ident.sniffed else ident.format.time).model_dump(),
         "time_origin": None,
         "licence": src.licence.model_dump() if src else None,
         "citation": src.citation.model_dump() if src else None,
@@ -150,7 +153,7 @@ def scan(ident: Identity, report: Report, *, strict: bool = False,
     """
     meta = trace_metadata(ident)
     ctx = ReadContext(ident.path, report, label=str(ident.path),
-                      time=ident.source.time if ident.source else None,
+                      time=ident.source.time if ident.source and not ident.sniffed else None,
                       service=ident.trace.service if ident.trace else None, meta=meta,
                       options=dict(options or {}))
     report.checked.append(str(ident.path))
@@ -227,10 +230,11 @@ def convert_source(source_id: str, trace: str | None = None, *, root: Path | Non
 
     Returns ``(trace_id, output path, rows, report)`` per trace.
     """
+    from .discover import resolve
     from .natives import native_files
 
-    source = get_source(source_id, registry)
     root = home(root)
+    source = resolve(get_source(source_id, registry), root, trace)
     out = []
     for trace_id, native, verified in native_files(source, list(source.select(trace)), root):
         dest = converted_path(source.id, trace_id, root, dataset)

@@ -356,6 +356,23 @@ def fetch(source_id: str, trace: str | None = None, *, root: Path | None = None,
     source = get_source(source_id, registry)
     root = home(root)
     offline = env_offline() if offline is None else offline
+    settings = Settings.from_env()
+    if source.discover is not None:
+        from .discover import refresh_listing, skipped, with_discovered
+
+        record = source.discover.zenodo
+        if not offline:
+            refresh_listing(source, root, _session(settings), settings.timeout_s)
+            for name in skipped(source, root):
+                log(f"{source.id}: {name} in Zenodo record {record} is not a trace file; "
+                    "not fetched")
+        source = with_discovered(source, root)
+        if not source.traces:
+            raise NotCachedError(f"{source.id}: its files are listed by Zenodo record "
+                                 f"{record} at fetch time, and no list was "
+                                 "saved yet; run `llmtraces fetch` once online")
+        if trace is not None:
+            source.select(trace)  # an unknown id fails now, naming the ones there are
     if file is not None:
         file = Path(file).expanduser().resolve()
         if not file.is_file():
@@ -372,7 +389,6 @@ def fetch(source_id: str, trace: str | None = None, *, root: Path | None = None,
                     f"(traces: {', '.join(source.traces)}); pass --trace")
             trace = matches[0]
     results = []
-    settings = Settings.from_env()
     headers: dict[str, dict[str, str]] = {}  # per-URL request headers (tokens), never logged
     done: dict[str, tuple[Path, str]] = {}  # an archive shared by several traces: fetched once
     for trace_id in source.select(trace):

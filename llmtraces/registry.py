@@ -181,6 +181,18 @@ class Trace(_Strict):
         return self.pins.name
 
 
+#: A source ``format`` (or trace ``format``) that means: recognise each file from its header.
+AUTO_FORMAT = "auto"
+
+
+class Discover(_Strict):
+    """Where a source's file list is read at fetch time (an archive of many traces)."""
+
+    zenodo: str = Field(pattern=r"^[0-9]+$", description="Zenodo record id: every file of "
+                        "the record not pinned under `traces` becomes a trace at fetch time, "
+                        "with the record's size and md5 (`registry update-hashes` pins them).")
+
+
 class Source(_Strict):
     """A registry entry: everything needed to fetch, check, convert and cite one source."""
 
@@ -188,7 +200,8 @@ class Source(_Strict):
     name: str
     description: str
     homepage: str
-    format: str = Field(description="Native reader name (llmtraces/sources).")
+    format: str = Field(description="Native reader name (llmtraces/sources), or `auto`: each "
+                        "file's reader is recognised from its header or Parquet schema.")
     licence: Licence
     citation: Citation
     time: TimeSemantics
@@ -196,10 +209,14 @@ class Source(_Strict):
     archives: dict[str, FileEntry] = Field(
         default_factory=dict, description="Archives (.tar, .tar.gz) whose members are traces; "
         "each is downloaded and verified once, and its members are read from it.")
-    traces: dict[str, Trace] = Field(min_length=1)
+    discover: Discover | None = Field(
+        default=None, description="Read more traces from a host's file list at fetch time.")
+    traces: dict[str, Trace] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> Source:
+        if not self.traces and self.discover is None:
+            raise ValueError("traces: a source needs at least one trace (or `discover`)")
         for tid, tr in self.traces.items():
             if tr.member is not None and tr.member.archive not in self.archives:
                 raise ValueError(f"traces.{tid}.member.archive: no archive "
@@ -231,18 +248,24 @@ class Source(_Strict):
         try:
             return trace_id, self.traces[trace_id]
         except KeyError:
+            hint = (" (its file list comes from the host: run `llmtraces fetch "
+                    f"{self.id}` once online)" if self.discover is not None else "")
             raise UnknownSourceError(
-                f"{self.id} has no trace {trace_id!r}; it has: {', '.join(self.traces)}"
-            ) from None
+                f"{self.id} has no trace {trace_id!r}; it has: "
+                f"{', '.join(self.traces) or '(none yet)'}{hint}") from None
 
     def format_of(self, trace_id: str) -> str:
         """The native reader name of one trace: its own ``format``, else the source's."""
         return self.traces[trace_id].format or self.format
 
     def select(self, trace_id: str | None) -> dict[str, Trace]:
-        """All traces when ``trace_id`` is None, else just the named one."""
+        """All traces when ``trace_id`` is None; the traces of an archive when it names one of
+        the source's archives; else just the named trace."""
         if trace_id is None:
             return dict(self.traces)
+        if trace_id in self.archives and trace_id not in self.traces:
+            return {t: tr for t, tr in self.traces.items()
+                    if tr.member is not None and tr.member.archive == trace_id}
         name, trace = self.trace(trace_id)
         return {name: trace}
 
@@ -273,6 +296,8 @@ def load_source_file(path: Path) -> Source:
     named = [("format", source.format)] + [(f"traces.{tid}.format", tr.format)
                                            for tid, tr in source.traces.items() if tr.format]
     for where, name in named:
+        if name == AUTO_FORMAT:
+            continue
         try:
             get_format(name)
         except UnknownSourceError as exc:

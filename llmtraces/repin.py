@@ -8,6 +8,7 @@ other line. The rewritten file is validated before it replaces the old one.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -20,7 +21,7 @@ from .checksums import compute
 from .download import Candidate, Log, _quiet_log, candidate_urls, fetch_file
 from .natives import resolve_members
 from .paths import registry_dir
-from .registry import Source, _load_dir, get_source, load_source_file
+from .registry import FileEntry, Source, _load_dir, get_source, load_source_file
 
 PINNED = ("size", "sha256", "md5", "git_blob", "unverified")
 
@@ -114,11 +115,64 @@ def update_hashes(source_id: str, trace: str | None = None, *, registry: Path | 
             if members:
                 text = _pin_members(source, dest, members, url, text, pins)
             dest.unlink()
+    if source.discover is not None and trace is None:
+        text = _pin_discovered(source, text, mirror, show_progress, log, pins)
     with atomic_path(path) as new:
         new.write_text(text, encoding="utf-8")
         _validate(new, path.name)
     _load_dir.cache_clear()  # the next lookup reads the new pins
     return pins
+
+
+def _toml_file(table: str, entry: FileEntry, pin: Pin) -> str:
+    """A ``[table]`` for a file of a Zenodo record, with its measured pins."""
+    assert entry.zenodo is not None
+    q = json.dumps  # a JSON string is a valid TOML basic string
+    return (f"\n[{table}]\nname = {q(entry.name)}\nurl = {q(entry.url)}\n"
+            f"zenodo = {{ record = {q(entry.zenodo.record)}, key = {q(entry.zenodo.key)} }}\n"
+            f"size = {pin.size}\nsha256 = {q(pin.sha256)}\nmd5 = {q(pin.md5)}\n"
+            f"git_blob = {q(pin.git_blob)}\n")
+
+
+def _pin_discovered(source: Source, text: str, mirror: str | None, show_progress: bool,
+                    log: Log, pins: list[Pin]) -> str:
+    """Fetch the files a source's host lists (into the cache, checked against the host's
+    size and md5) and write each one not yet in the registry as a pinned table: a trace, or
+    an archive with one member trace per data file inside it."""
+    from .discover import with_discovered
+    from .download import fetch
+    from .paths import home, raw_dir
+
+    root = home()
+    fetched = fetch(source.id, root=root, mirror=mirror, show_progress=show_progress, log=log)
+    full = with_discovered(source, root)
+    q = json.dumps
+    for key, entry in full.archives.items():
+        if key in source.archives:
+            continue
+        local = raw_dir(source.id, root) / entry.name
+        pin = Pin(key, entry.url, local.stat().st_size,
+                  **compute(local, ("sha256", "md5", "git_blob")))
+        text += _toml_file(toml_table("archives", key), entry, pin)
+        pins.append(pin)
+        members = {t: m.path for t, tr in full.traces.items()
+                   if (m := tr.member) is not None and m.archive == key}
+        for tid, member in members.items():
+            text += (f"\n[{toml_table('traces', tid)}]\n"
+                     f"description = {q(full.traces[tid].description)}\n"
+                     f"\n[{toml_table('traces', tid, 'member')}]\narchive = {q(key)}\n"
+                     f"path = {q(member)}\n")
+        text = _pin_members(full, local, members, entry.url, text, pins)
+    for tid, tr in full.traces.items():
+        if tid in source.traces or tr.file is None:
+            continue
+        local = next(f.path for f in fetched if f.path.name == tr.file.name)
+        pin = Pin(tid, tr.file.url, local.stat().st_size,
+                  **compute(local, ("sha256", "md5", "git_blob")))
+        text += (f"\n[{toml_table('traces', tid)}]\ndescription = {q(tr.description)}\n"
+                 + _toml_file(toml_table("traces", tid, "file"), tr.file, pin))
+        pins.append(pin)
+    return text
 
 
 def _validate(candidate: Path, name: str) -> None:

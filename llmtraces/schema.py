@@ -104,6 +104,20 @@ def make_batch(n: int, columns: Mapping[str, pa.Array | list[Any]]) -> pa.Record
     return pa.RecordBatch.from_arrays(arrays, schema=TRACE_SCHEMA)
 
 
+def native_batch(start: int, n: int, columns: Mapping[str, pa.Array], *,
+                 service: str | None = None, extra: pa.Array | None = None) -> pa.RecordBatch:
+    """The unified batch of ``n`` native records from record ``start``: ``request_id`` and
+    ``source_row`` are the record indices, ``service`` the registry's constant where given,
+    ``extra`` where any row has one; ``columns`` are the rest."""
+    cols: dict[str, pa.Array] = {"request_id": row_index(start, n),
+                                 "source_row": row_index(start, n), **columns}
+    if service:
+        cols["service"] = constant(service, n, pa.string())
+    if extra is not None:
+        cols["extra"] = extra
+    return make_batch(n, cols)
+
+
 # 0..n-1 built once from a buffer (pa.array(range(n)) costs ~0.1 s per million rows), then
 # sliced and offset for every batch.
 _IOTA: list[pa.Array] = [pa.nulls(0, pa.int64())]

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .convert import converted_path, identify, scan
+from .discover import resolve
 from .download import is_cached
 from .errors import InvalidTraceError, LLMTracesError
 from .formats.parquet import is_unified, read_metadata
@@ -130,8 +131,8 @@ def validate_path(path: Path, *, strict: bool = False, registry: Path | None = N
 def validate_source(source_id: str, trace: str | None = None, *, root: Path | None = None,
                     strict: bool = False, registry: Path | None = None) -> Report:
     """Validate a source's cached native files (checksum, rows, values) and converted traces."""
-    source = get_source(source_id, registry)
     root = home(root)
+    source = resolve(get_source(source_id, registry), root, trace)
     report = Report()
     wanted = list(source.select(trace))
     present = []

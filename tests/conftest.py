@@ -87,7 +87,8 @@ def _loopback_urls(text: str, base: str) -> str:
     """Point every file URL of registry TOML text at the loopback server: ``url`` at
     ``/upstream/<name>``, each mirror at ``/mirror<k>/<name>``; nothing can reach the internet."""
     starts = [i for i in (text.find("\n[archives"), text.find("\n[traces")) if i >= 0]
-    head, sep, traces = text[:min(starts)], "", text[min(starts):]
+    cut = min(starts, default=len(text))
+    head, sep, traces = text[:cut], "", text[cut:]
     traces = re.sub(r'(?m)^url = "[^"]*/([^/"]+)"$', rf'url = "{base}/upstream/\1"', traces)
 
     def mirrors(m: re.Match[str]) -> str:

@@ -79,3 +79,36 @@ def test_byte_limit(tmp_path: Path):
     assert not (tmp_path / "out" / "a").exists()
     assert list(tmp_path.rglob(".*tmp")) == []
 
+
+
+def test_zip_members_stream_and_unsafe_ones_are_refused(tmp_path: Path):
+    import stat
+    import zipfile
+
+    from llmtraces.archive import is_archive, list_members
+
+    z = tmp_path / "t.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("traces/", b"")
+        zf.writestr("traces/a.jsonl", b"a\n" * 100)
+        zf.writestr("traces/b.csv", b"b\n")
+    assert is_archive(z) and list_members(z) == ["traces/a.jsonl", "traces/b.csv"]
+    assert [(n, f.read()) for n, f in iter_members(z, "*.csv")] == [("traces/b.csv", b"b\n")]
+    with pytest.raises(UnsafeArchiveError, match="over the limit"):
+        for _, f in iter_members(z, limit=50):
+            f.read()
+    plain = tmp_path / "plain.csv"
+    plain.write_bytes(b"a,b\n")
+    assert not is_archive(plain)
+    for name, mode, message in [("../evil", 0, "'..' path component"),
+                                ("/abs", 0, "absolute path"),
+                                ("traces/link", stat.S_IFLNK | 0o777, "link or special")]:
+        bad = tmp_path / "bad.zip"
+        with zipfile.ZipFile(bad, "w") as zf:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            zf.writestr(info, b"/etc/passwd")
+        with pytest.raises(UnsafeArchiveError, match=message):
+            list_members(bad)
+        with pytest.raises(UnsafeArchiveError, match=message):
+            list(iter_members(bad))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, build_registry
+from conftest import FIXTURES, REPO, build_registry
 from httpserver import LoopbackServer, Route
 
 import llmtraces
@@ -24,6 +24,8 @@ from llmtraces.registry import load_registry
 SAMPLES = Path("/work/shared/samples/kavier-traces")
 PREFILL = SAMPLES / "raw_prefill.csv"
 DECODE = SAMPLES / "raw_decode.csv"
+#: Stands in for performance_tracing.csv (no real copy is available; see its README).
+PERFORMANCE = FIXTURES / "kavier" / "performance_tracing_head.csv"
 HEADER = "provider,gpu,engine,llm,requested_response_size,response_size,latency_s," \
          "throughput_tokens_per_s"
 
@@ -160,13 +162,29 @@ def test_decode_negative_size_is_an_error(tmp_path: Path):
 @pytest.fixture()
 def kavier_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                   server: LoopbackServer) -> LoopbackServer:
-    """The real registry pins (nothing re-pinned), every URL on the loopback server, which
-    serves the real bytes as /kavier/<file>."""
-    reg = build_registry(tmp_path / "registry", server.url, {})
+    """The real registry pins of the two sweeps, every URL on the loopback server, which
+    serves the real bytes as /kavier/<file>; surf_performance is pinned to its fixture, served
+    under the real name."""
+    data = PERFORMANCE.read_bytes()
+    reg = build_registry(tmp_path / "registry", server.url,
+                         {("kavier", "surf_performance"): (data, 30)})
     monkeypatch.setenv("LLMTRACES_REGISTRY", str(reg))
     for path in (PREFILL, DECODE):
         server.routes[f"/kavier/{path.name}"] = Route(path.read_bytes())
+    server.routes["/kavier/performance_tracing.csv"] = Route(data)
     return server
+
+
+def test_fetch_every_trace_from_a_mirror(kavier_mirror: LoopbackServer, home: Path):
+    result = cli("fetch", "kavier", "--mirror", kavier_mirror.url)
+    assert result.exit_code == 0, result.output
+    raw = home / "raw" / "kavier"
+    assert (raw / "performance_tracing.csv").read_bytes() == PERFORMANCE.read_bytes()
+    assert (raw / "raw_decode.csv").read_bytes() == DECODE.read_bytes()
+    result = cli("convert", "kavier")
+    assert result.exit_code == 0, result.output
+    assert llmtraces.load("kavier", trace="surf_performance").num_rows == 30
+    assert llmtraces.load("kavier", trace="surf_decode").column("arrival_us").null_count == 110
 
 
 def test_fetch_convert_validate_load_from_a_mirror(kavier_mirror: LoopbackServer, home: Path):

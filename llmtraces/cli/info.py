@@ -9,7 +9,9 @@ import click
 from ..api import source as get_source
 from ..convert import converted_path
 from ..download import is_cached
+from ..discover import saved_listing, skipped, with_discovered
 from ..licensing import restrictions
+from ..registry import AUTO_FORMAT
 from ..paths import raw_dir
 from ._common import human_bytes, root
 
@@ -20,8 +22,8 @@ from ._common import human_bytes, root
 @click.pass_context
 def command(ctx: click.Context, source_id: str, as_json: bool) -> None:
     """Show everything the registry knows about SOURCE_ID, and what is cached."""
-    s = get_source(source_id)
     home = root(ctx)
+    s = with_discovered(get_source(source_id), home)
     if as_json:
         click.echo(json.dumps(s.model_dump(), indent=2, ensure_ascii=False))
         return
@@ -41,13 +43,25 @@ def command(ctx: click.Context, source_id: str, as_json: bool) -> None:
     zone = f"{t.zone}{' (assumed)' if t.zone_assumed else ''}" if t.zone else "n/a"
     click.echo(f"time:     {t.kind}, written {t.native_format}; zone {zone}; "
                f"resolution {t.resolution}\n          arrival_us = 0 at {t.origin}")
-    click.echo(f"format:   {s.format}\ntraces:")
+    click.echo(f"format:   {s.format}" + (" (each file recognised from its header)"
+                                           if s.format == AUTO_FORMAT else ""))
+    if s.discover is not None:
+        listed = saved_listing(s, home)
+        click.echo(f"files:    listed by Zenodo record {s.discover.zenodo} "
+                   f"(https://doi.org/10.5281/zenodo.{s.discover.zenodo}) at fetch time, "
+                   "checked against its size and md5; "
+                   + (f"{len(listed)} file(s) in the list saved by the last fetch"
+                      if listed is not None else "not fetched yet (run `llmtraces fetch "
+                      f"{s.id}`)"))
+        for name in skipped(s, home):
+            click.echo(f"          skipped (not a trace file): {name}")
+    click.echo("traces:" if s.traces else "traces:   none pinned yet")
     for key, a in s.archives.items():
         size = human_bytes(a.size) if a.size is not None else "size unknown"
         pin = f"; UNVERIFIED: {a.unverified}" if a.unverified else ""
         state = "fetched" if is_cached(raw_dir(s.id, home) / a.name, a) else "not fetched"
         click.echo(f"  archive {key}: {a.name} ({size}{pin}) [{state}]\n             {a.url}")
-    w = max(10, *(len(t) for t in s.traces))
+    w = max([10, *(len(t) for t in s.traces)])
     for tid, tr in s.traces.items():
         f = s.download(tid)
         cached = is_cached(raw_dir(s.id, home) / f.name, f)

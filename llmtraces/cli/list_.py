@@ -21,7 +21,10 @@ def command(as_json: bool) -> None:
         files = {s.download(t).name: s.download(t) for t in s.traces}  # archives once
         sizes = [f.size for f in files.values()]
         counts = [t.pins.rows for t in s.traces.values()]
-        rows.append({"id": s.id, "name": s.name, "traces": list(s.traces),
+        if s.discover is not None and not s.traces:
+            counts, sizes = [None], [None]
+        rows.append({"id": s.id, "name": s.name, "traces": list(s.traces) or [
+                         f"(Zenodo record {s.discover.zenodo if s.discover else '?'})"],
                      "rows": None if None in counts else sum(c or 0 for c in counts),
                      "bytes": None if None in sizes else sum(x or 0 for x in sizes),
                      "licence": s.licence.spdx, "terms": list(restrictions(s.licence))})

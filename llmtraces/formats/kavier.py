@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from ..atomic import atomic_path
 from ..sources._seconds import format_seconds
-from ..sources.marconi import CSV_COLUMNS, token_list_text
+from ..sources.kavier_input import CSV_COLUMNS, token_list_texts
 from . import TraceStream, Writer
 from ._csvwrite import counts, csv_field, kept_values
 
@@ -53,8 +53,7 @@ def _column(name: str, batch: pa.RecordBatch, kept: dict[str, pa.Array]) -> pa.A
     elif name == "ts":
         text = format_seconds(batch.column("arrival_us"), "float")
     elif name in ("input_tokens", "output_tokens"):
-        ids = batch.column(name.replace("tokens", "token_ids")).to_pylist()
-        text = csv_field(pa.array([token_list_text(i) for i in ids], pa.string()))
+        text = csv_field(token_list_texts(batch.column(name.replace("tokens", "token_ids"))))
     else:
         text = pa.nulls(n, pa.string())
     raw = kept.get(name)
@@ -74,7 +73,7 @@ def write(stream: TraceStream, dest: Path) -> int:
                 fh.write(",".join(plan[0]))
             header, width, newline, _, native = plan
             names = header[:width]
-            kept = kept_values(batch, [n for n in names if n]) if native else {}
+            kept = kept_values(batch, names) if native else {}
             if batch.num_rows:
                 cols = [_column(name, batch, kept) for name in names]
                 lines = (pc.binary_join_element_wise(*cols, ",").to_pylist() if len(cols) > 1

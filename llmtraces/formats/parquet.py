@@ -19,6 +19,9 @@ from . import TraceStream, Writer
 #: 128 Ki rows per row group (DuckDB writes 122,880 by default): large enough for fast scans,
 #: small enough that buffering one group keeps conversion within ~256 MB whatever the file size.
 ROW_GROUP_ROWS = 1 << 17
+#: ... or fewer, where the rows are wide (token id lists): a row group is written once it
+#: holds this many bytes, so memory stays bounded whatever a row holds.
+ROW_GROUP_BYTES = 128 << 20
 
 
 #: Low-cardinality strings gain from dictionaries; dictionary attempts on ids and times only
@@ -86,14 +89,15 @@ def write(stream: TraceStream, dest: Path, row_group_rows: int = ROW_GROUP_ROWS)
         complete = False
         try:
             pending: list[pa.RecordBatch] = []
-            buffered = 0
+            buffered = size = 0
             for batch in stream.batches:
                 pending.append(batch)
                 buffered += batch.num_rows
+                size += batch.nbytes
                 rows += batch.num_rows
-                if buffered >= row_group_rows:
+                if buffered >= row_group_rows or size >= ROW_GROUP_BYTES:
                     background.put(pa.Table.from_batches(pending, TRACE_SCHEMA))
-                    pending, buffered = [], 0
+                    pending, buffered, size = [], 0, 0
             if pending:
                 background.put(pa.Table.from_batches(pending, TRACE_SCHEMA))
             complete = True
@@ -143,9 +147,17 @@ def is_unified(path: Path) -> bool:
 
 
 def read_stream(path: Path, batch_rows: int = 1 << 17) -> TraceStream:
-    """A unified Parquet file as a stream: batches read lazily, metadata complete."""
+    """A unified Parquet file as a stream: batches read lazily, metadata complete.
+
+    A batch holds at most ``batch_rows`` rows, and fewer where rows are wide (token id lists):
+    about :data:`ROW_GROUP_BYTES` / 4 of decoded data.
+    """
     meta = read_metadata(path)
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)  # page by page
+    md = pf.metadata
+    size = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+    if md.num_rows and size:
+        batch_rows = max(1, min(batch_rows, (ROW_GROUP_BYTES // 4) * md.num_rows // size))
     missing = [n for n in TRACE_SCHEMA.names if n not in pf.schema_arrow.names]
     if missing:
         raise InvalidTraceError(f"{path}: not unified schema v{SCHEMA_VERSION}: no {missing}")

@@ -22,18 +22,28 @@ import pyarrow.csv as pcsv
 from ..report import KEEP_PER_CODE, Level
 from . import GZIP_MAGIC, ReadContext
 
+#: Largest CSV block tried for a record longer than the default block (a token-id list).
+MAX_BLOCK = 1 << 30
+#: Characters of a bad value shown in a report.
+SHOW_CHARS = 120
+
 
 @dataclass(frozen=True)
 class CsvBatch:
-    """A block of raw string columns and the 0-based index of its first data record."""
+    """A block of raw columns and the 0-based index of its first data record.
+
+    ``first_line`` is the physical line of record 0: 2 for a CSV (the header is line 1); a
+    reader of a headerless layout (Parquet rows) sets 1, so ``line`` is the 1-based record.
+    """
 
     start: int
     columns: dict[str, pa.Array]
     num_rows: int
+    first_line: int = 2
 
     def line(self, i: int) -> int:
-        """Physical 1-based line of row ``i`` of this block (the header is line 1)."""
-        return self.start + i + 2
+        """Physical 1-based line (or record) of row ``i`` of this block."""
+        return self.start + i + self.first_line
 
 
 def split_header(first_line: str) -> list[str]:
@@ -47,6 +57,9 @@ def _is_gzip(ctx: ReadContext) -> bool:
 
 
 def text_stream(ctx: ReadContext) -> Any:
+    """The file as text (gzip or not), for Python's ``csv`` module (slow paths only)."""
+    # Python's csv refuses fields over 128 KiB by default; token-list cells are longer.
+    csv.field_size_limit(max(csv.field_size_limit(), (1 << 31) - 1))
     if _is_gzip(ctx):
         return io.TextIOWrapper(gzip.open(ctx.path, "rb"), encoding="utf-8-sig", newline="")
     return ctx.path.open(encoding="utf-8-sig", newline="")
@@ -74,13 +87,80 @@ def _only_header(ctx: ReadContext) -> bool:
 
 
 def _locate_bad_line(ctx: ReadContext, width: int) -> tuple[int, str] | None:
-    # Slow path, only after pyarrow refused the file: find the first record of the wrong width.
+    # Slow path, only after pyarrow refused the file: the first data record of the wrong width.
     with text_stream(ctx) as fh:
         reader = csv.reader(fh)
+        next(reader, None)  # the header
         for record in reader:
             if len(record) != width:
-                return reader.line_num, ",".join(record)
+                return reader.line_num, ",".join(record)[:SHOW_CHARS]
     return None
+
+
+def check_header(ctx: ReadContext, header: list[str], required: Sequence[str],
+                 expected: Sequence[str], shown: str | None = None) -> bool:
+    """Report a header that lacks a ``required`` column or repeats a name (``shown`` is the
+    header as the report prints it, by default the names); True if it is fine."""
+    missing = [c for c in required if c not in header]
+    dupes = sorted({c for c in header if header.count(c) > 1})
+    if missing or dupes:
+        what = f"missing column(s) {missing}" if missing else f"duplicate column(s) {dupes}"
+        ctx.report.error("header", ctx.label, f"{what}; expected {','.join(expected)}",
+                         line=1, value=",".join(header) if shown is None else shown)
+        return False
+    return True
+
+
+def stream_csv(ctx: ReadContext, names: list[str]) -> Iterator[CsvBatch]:
+    """The data records after the header line, ``len(names)`` fields each, as string columns
+    keyed by ``names``, block by block.
+
+    A record longer than a block (token-id lists) makes pyarrow refuse the block; the read
+    then goes on from the same record with blocks 4x larger, so memory follows the longest
+    record, not the file. A line of the wrong width, or a CSV pyarrow cannot read, is an error
+    in ``ctx.report`` and ends the read.
+    """
+    if ctx.meta.get("native_layout", {}).get("final_newline") is False and _only_header(ctx):
+        return  # pyarrow refuses a lone header with no newline; it is an empty trace
+    internal = [n or f"_unnamed{i}" for i, n in enumerate(names)]
+    block = ctx.batch_bytes
+    start = 0
+    while True:
+        stream = pa.input_stream(ctx.path, compression="gzip" if _is_gzip(ctx) else None)
+        options = dict(
+            read_options=pcsv.ReadOptions(block_size=block, use_threads=True,
+                                          column_names=internal, skip_rows=1,
+                                          skip_rows_after_names=start),
+            parse_options=pcsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types={name: pa.string() for name in internal},
+                strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+        reader = None
+        try:
+            while True:
+                # Opening parses the first block, so it can fail like any later read.
+                reader = reader or pcsv.open_csv(stream, **options)
+                batch = reader.read_next_batch()
+                yield CsvBatch(start, {n: batch.column(i) for i, n in enumerate(names)},
+                               batch.num_rows)
+                start += batch.num_rows
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            if "straddl" in str(exc) and block < MAX_BLOCK:
+                block *= 4  # a record longer than the block: again from it, larger blocks
+                continue
+            found = _locate_bad_line(ctx, len(names))
+            if found:
+                ctx.report.error("structure", ctx.label,
+                                 f"expected {len(names)} fields ({','.join(names)})",
+                                 line=found[0], value=found[1])
+            else:
+                ctx.report.error("structure", ctx.label, f"unreadable CSV: {exc}")
+            return
+        finally:
+            stream.close()
 
 
 def iter_csv(ctx: ReadContext, required: Sequence[str], optional: Sequence[str] = ()
@@ -94,46 +174,10 @@ def iter_csv(ctx: ReadContext, required: Sequence[str], optional: Sequence[str] 
     from . import read_first_line
 
     header = split_header(read_first_line(ctx.path))
-    missing = [c for c in required if c not in header]
-    dupes = sorted({c for c in header if header.count(c) > 1})
-    if missing or dupes:
-        what = f"missing column(s) {missing}" if missing else f"duplicate column(s) {dupes}"
-        ctx.report.error("header", ctx.label, f"{what}; expected {','.join(required)}",
-                         line=1, value=",".join(header))
+    if not check_header(ctx, header, required, required):
         return
     ctx.meta.setdefault("native_layout", {}).update(columns=header, **line_ends(ctx))
-    if ctx.meta["native_layout"]["final_newline"] is False and _only_header(ctx):
-        return  # pyarrow refuses a lone header with no newline; it is an empty trace
-    stream = pa.input_stream(ctx.path, compression="gzip" if _is_gzip(ctx) else None)
-    options = dict(
-        read_options=pcsv.ReadOptions(block_size=ctx.batch_bytes, use_threads=True),
-        parse_options=pcsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False),
-        convert_options=pcsv.ConvertOptions(
-            column_types={name: pa.string() for name in header},
-            strings_can_be_null=False, quoted_strings_can_be_null=False),
-    )
-    start = 0
-    reader = None
-    while True:
-        try:
-            # Opening parses the first block, so it can fail like any later read.
-            reader = reader or pcsv.open_csv(stream, **options)
-            batch = reader.read_next_batch()
-        except StopIteration:
-            return
-        except pa.ArrowInvalid as exc:
-            found = _locate_bad_line(ctx, len(header))
-            if found:
-                line, text = found
-                ctx.report.error("structure", ctx.label,
-                                 f"expected {len(header)} fields ({','.join(header)})",
-                                 line=line, value=text)
-            else:
-                ctx.report.error("structure", ctx.label, f"unreadable CSV: {exc}")
-            return
-        yield CsvBatch(start, {n: batch.column(i) for i, n in enumerate(batch.schema.names)},
-                       batch.num_rows)
-        start += batch.num_rows
+    yield from stream_csv(ctx, header)
 
 
 def report_rows(ctx: ReadContext, batch: CsvBatch, mask: pa.Array, column: str, code: str,
@@ -146,9 +190,26 @@ def report_rows(ctx: ReadContext, batch: CsvBatch, mask: pa.Array, column: str, 
     room = max(0, KEEP_PER_CODE - ctx.report.counts[(level, code)])
     values = batch.columns[column]
     for i in idx.slice(0, room).to_pylist():
+        value = values[i].as_py()
+        if value is not None and not isinstance(value, str):  # a typed (Parquet) column
+            value = str(value)[:SHOW_CHARS]
         ctx.report.add_problem(level, code, ctx.label, message, line=batch.line(i),
-                               column=column, value=values[i].as_py())
+                               column=column, value=value)
     ctx.report.counts[(level, code)] += max(0, len(idx) - room)
+
+
+def check_order(ctx: ReadContext, batch: CsvBatch, arrival: pa.Array, column: str,
+                last: int | None, what: str = "arrives") -> int | None:
+    """Warn (``order``) on each row whose ``arrival`` is earlier than the row above it (``last``
+    is the previous block's last valid one); returns this block's last valid arrival."""
+    n = batch.num_rows
+    if not n:
+        return last
+    prev = pa.concat_arrays([pa.array([last], pa.int64()), arrival.slice(0, n - 1)])
+    report_rows(ctx, batch, pc.fill_null(pc.less(arrival, prev), False), column, "order",
+                f"{what} before the previous row (row order is kept)", level="warning")
+    valid = arrival.drop_null()
+    return valid[-1].as_py() if len(valid) else last
 
 
 def is_digits(raw: pa.Array, most: int) -> pa.Array:

@@ -197,3 +197,34 @@ def _repr_seconds(us: pa.Array, secs: pa.Array, frac: pa.Array) -> pa.Array:
 def differs(ok: pa.Array, rebuilt: pa.Array, raw: pa.Array) -> pa.Array:
     """Rows with a valid value whose text a writer would not rebuild byte for byte."""
     return pc.and_(ok, pc.fill_null(pc.not_equal(rebuilt, raw), True))
+
+
+#: Largest seconds value whose microseconds fit int64.
+MAX_SECONDS = float((1 << 63) // US)
+
+
+@dataclass(frozen=True)
+class FloatSeconds:
+    """Float seconds as µs: ``us`` is null where the value is null or bad. ``sub_us`` marks
+    values ``us`` does not give back (``us / 1e6`` is another float): digits finer than 1 µs,
+    rounded, whose raw value a reader keeps. ``nan``, ``negative`` and ``huge`` (too large for
+    int64 µs, infinity included) are the bad rows, for the caller to report."""
+
+    us: pa.Array
+    sub_us: pa.Array
+    nan: pa.Array
+    negative: pa.Array
+    huge: pa.Array
+
+
+def float_seconds(s: pa.Array) -> FloatSeconds:
+    """Non-negative float64 seconds as int64 µs, rounded to the nearest (ties to even)."""
+    s = pc.cast(s, pa.float64())
+    nan = pc.fill_null(pc.is_nan(s), False)
+    negative = pc.fill_null(pc.less(s, 0), False)
+    huge = pc.fill_null(pc.greater(s, MAX_SECONDS), False)
+    bad = pc.or_(nan, pc.or_(negative, huge))
+    good = pc.if_else(bad, pa.scalar(None, pa.float64()), s)
+    us = pc.cast(pc.round(pc.multiply(good, float(US))), pa.int64())
+    back = pc.divide(pc.cast(us, pa.float64()), float(US))
+    return FloatSeconds(us, pc.fill_null(pc.not_equal(back, good), False), nan, negative, huge)

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import ReadContext
+from ._csv import CsvBatch, report_rows
+
 _PATTERN = (r"^(?P<date>\d{4}-\d{2}-\d{2})[ T](?P<time>\d{2}:\d{2}:\d{2})"
             r"(?:\.(?P<frac>\d{1,9}))?(?P<zone>Z|[+-]\d{2}:\d{2})?$")
 
@@ -87,6 +90,46 @@ def _parse_exact(raw: pa.Array, naive_offset_min: int) -> ParsedTimes:
     return ParsedTimes(epoch_us, invalid, sub_us, naive)
 
 
+@dataclass(frozen=True)
+class WallClock:
+    """One block's wall-clock timestamps on the trace's time axis.
+
+    ``arrival`` is µs since ``origin`` (null where the timestamp is bad); ``first`` is the row
+    of this block whose instant became the origin, when it was set here.
+    """
+
+    arrival: pa.Array
+    times: ParsedTimes
+    origin: int | None
+    first: int | None
+
+
+def wall_clock(ctx: ReadContext, b: CsvBatch, column: str, expected: str, origin: int | None,
+               *, parse_as: pa.Array | None = None, naive_offset_min: int = 0) -> WallClock:
+    """Parse and check a block's timestamps (``parse_as``: the column's text rewritten for the
+    parser), reporting bad ones (``expected`` says the form) and digits finer than 1 µs, and
+    rebase them on ``origin``, which the first valid timestamp of the trace sets (it goes to
+    ``time_origin``). Zone-less values are read at ``naive_offset_min`` from UTC and flag the
+    trace's zone as assumed."""
+    t = parse_timestamps(b.columns[column] if parse_as is None else parse_as, naive_offset_min)
+    report_rows(ctx, b, t.invalid, column, "timestamp", f"expected {expected}")
+    report_rows(ctx, b, t.sub_us, column, "sub-microsecond",
+                "digits finer than 1 µs do not fit arrival_us; the raw value is kept in extra",
+                level="warning")
+    if pc.any(t.naive).as_py():
+        ctx.meta["naive_timestamps"] = True
+    first = None
+    if origin is None:
+        valid = pc.indices_nonzero(pc.invert(t.invalid))
+        if len(valid):
+            first = valid[0].as_py()
+            origin = t.epoch_us[first].as_py()
+            ctx.meta["time_origin"] = iso_utc(origin)
+    arrival = pc.if_else(t.invalid, pa.scalar(None, pa.int64()),
+                         pc.subtract(t.epoch_us, origin or 0))
+    return WallClock(arrival, t, origin, first)
+
+
 def iso_utc(epoch_us: int) -> str:
     """``epoch_us`` as an ISO-8601 UTC instant, e.g. ``2023-11-16T18:17:03.979960Z``."""
     t = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=epoch_us)
@@ -121,12 +164,14 @@ def epoch_us_of(iso: str) -> int:
 def format_timestamps(epoch_us: pa.Array, style: dict[str, object]) -> pa.Array:
     """Epoch microseconds as timestamp strings in a file's own ``style`` (see timestamp_style).
 
-    Fractions are written with the style's digits when that loses nothing, else with 6.
+    Fractions are written with the style's digits when that loses nothing, else with 6. A
+    ``date_sep`` in the style replaces the date's ``-`` (nvidia-smi writes ``2025/06/13``).
     """
     secs = pc.divide(epoch_us, 1_000_000)
     frac = pc.subtract(epoch_us, pc.multiply(secs, 1_000_000))
+    d = style.get("date_sep", "-")
     base = pc.strftime(pc.cast(pc.cast(secs, pa.int64()), pa.timestamp("s")),
-                       format=f"%Y-%m-%d{style.get('sep', ' ')}%H:%M:%S")
+                       format=f"%Y{d}%m{d}%d{style.get('sep', ' ')}%H:%M:%S")
     six = pc.utf8_lpad(pc.cast(frac, pa.string()), 6, "0")
     digits = int(style.get("digits", 6))  # type: ignore[call-overload]
     if digits < 6:

@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..registry import TimeSemantics
-from ..schema import constant, make_batch, row_index
+from ..schema import native_batch
 from . import NativeFormat, ReadContext
-from ._csv import CsvBatch, iter_csv, parse_counts, report_rows, split_header
-from ._time import iso_utc, parse_timestamps, timestamp_style
+from ._csv import CsvBatch, check_order, iter_csv, parse_counts, split_header
+from ._time import timestamp_style, wall_clock
 
 REQUIRED = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 OPTIONAL = ("NumImages",)
@@ -63,52 +63,23 @@ class AzureCSV(NativeFormat):
         origin: int | None = None
         last: int | None = None  # arrival of the previous block's last valid row
         for b in iter_csv(ctx, REQUIRED, OPTIONAL):
-            t = parse_timestamps(b.columns["TIMESTAMP"])
-            report_rows(ctx, b, t.invalid, "TIMESTAMP", "timestamp", f"expected {TIMESTAMP_FORM}")
-            report_rows(ctx, b, t.sub_us, "TIMESTAMP", "sub-microsecond",
-                        "digits finer than 1 µs do not fit arrival_us; the raw value is kept in "
-                        "extra", level="warning")
-            if pc.any(t.naive).as_py():
-                ctx.meta["naive_timestamps"] = True
+            w = wall_clock(ctx, b, "TIMESTAMP", TIMESTAMP_FORM, origin)
             inputs = parse_counts(ctx, b, "ContextTokens")
             outputs = parse_counts(ctx, b, "GeneratedTokens")
-            if origin is None:
-                valid = pc.indices_nonzero(pc.invert(t.invalid))
-                if len(valid):
-                    i = valid[0].as_py()
-                    origin = t.epoch_us[i].as_py()
-                    ctx.meta["time_origin"] = iso_utc(origin)
-                    ctx.meta["native_layout"]["timestamp"] = timestamp_style(
-                        b.columns["TIMESTAMP"][i].as_py())
-            arrival = pc.if_else(t.invalid, pa.scalar(None, pa.int64()),
-                                 pc.subtract(t.epoch_us, origin or 0))
-            last = self._check_order(ctx, b, arrival, last)
+            origin = w.origin
+            if w.first is not None:
+                ctx.meta["native_layout"]["timestamp"] = timestamp_style(
+                    b.columns["TIMESTAMP"][w.first].as_py())
+            last = check_order(ctx, b, w.arrival, "TIMESTAMP", last)
             cols: dict[str, pa.Array] = {
-                "request_id": row_index(b.start, b.num_rows),
-                "source_row": row_index(b.start, b.num_rows),
-                "arrival_us": arrival,
+                "arrival_us": w.arrival,
                 "input_tokens": inputs,
                 "output_tokens": outputs,
             }
             if "NumImages" in b.columns:
                 cols["num_images"] = pc.cast(parse_counts(ctx, b, "NumImages"), pa.int32())
-            if ctx.service:
-                cols["service"] = constant(ctx.service, b.num_rows, pa.string())
-            extra = _extra(b, t.sub_us)
-            if extra is not None:
-                cols["extra"] = extra
-            yield make_batch(b.num_rows, cols)
-
-    @staticmethod
-    def _check_order(ctx: ReadContext, b: CsvBatch, arrival: pa.Array, last: int | None
-                     ) -> int | None:
-        """Warn on each row that arrives before the row above it; returns the block's last."""
-        prev = pa.concat_arrays([constant(last, 1, pa.int64()), arrival.slice(0, b.num_rows - 1)])
-        earlier = pc.fill_null(pc.less(arrival, prev), False)
-        report_rows(ctx, b, earlier, "TIMESTAMP", "order",
-                    "arrives before the previous row (row order is kept)", level="warning")
-        valid = arrival.drop_null()
-        return valid[-1].as_py() if len(valid) else last
+            yield native_batch(b.start, b.num_rows, cols, service=ctx.service,
+                               extra=_extra(b, w.times.sub_us))
 
 
 FORMATS = (AzureCSV(),)

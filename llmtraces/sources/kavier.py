@@ -1,8 +1,9 @@
-"""Kavier traces (AtLarge Tracer ``data/surf_traces/raw_{prefill,decode}.csv``): latency sweeps.
+"""Kavier traces (AtLarge Tracer ``data/surf_traces/``): latency sweeps and GPU samples.
 
-Each row is one measured completion on SURF (NVIDIA A10, vLLM 0.9.0, Llama-3-8B), not a request
-of a production stream: there are no arrival times, so ``arrival_us`` stays null. Two layouts
-share one format and differ in the fifth column:
+``kavier-measurements-csv`` reads ``raw_{prefill,decode}.csv``. Each row is one measured
+completion on SURF (NVIDIA A10, vLLM 0.9.0, Llama-3-8B), not a request of a production stream:
+there are no arrival times, so ``arrival_us`` stays null. Two layouts share one format and
+differ in the fifth column:
 
 * prefill sweep, ``requested_response_size``: the size of the prompt sent (despite the name;
   ``response_size`` is always 1 and latency grows with it) -> ``input_tokens``;
@@ -15,6 +16,14 @@ share one format and differ in the fifth column:
 ``latency_s`` -> ``e2e_latency_us`` exactly (decimal text, never a float); ``llm`` -> ``model``
 without the file's leading space. Every other field (and any text the writer would not rebuild
 byte for byte: the raw ``llm``, ``7.270``) goes to ``extra`` verbatim.
+
+``kavier-performance-csv`` reads ``performance_tracing.csv``: nvidia-smi utilisation samples
+(``timestamp,prompt_id,input_tokens,output_tokens,size,util_gpu,util_mem``, CRLF), taken every
+~100 ms while Tracer sent prompts one at a time. One unified row per **sample**, not per
+request: ``arrival_us`` is the sample's time since the first sample (the timestamps carry no
+zone; they are read as UTC+02:00, see :data:`PERFORMANCE_TIME`), ``input_tokens`` and
+``output_tokens`` are the counts of the prompt the sample is labelled with, and ``prompt_id``,
+``size``, ``util_gpu`` and ``util_mem`` stay in ``extra`` verbatim.
 """
 
 from __future__ import annotations
@@ -26,10 +35,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..registry import TimeSemantics
-from ..schema import make_batch, row_index
+from ..schema import native_batch
 from . import NativeFormat, ReadContext
-from ._csv import CsvBatch, iter_csv, parse_counts, report_rows, split_header
+from ._csv import (
+    CsvBatch,
+    check_order,
+    is_count,
+    iter_csv,
+    parse_counts,
+    report_rows,
+    split_header,
+)
 from ._seconds import bad_kinds, differs, format_seconds, parse_seconds
+from ._time import format_timestamps, timestamp_style, wall_clock
 from .vidur import json_objects
 
 COMMON = ("provider", "gpu", "engine", "llm")
@@ -123,15 +141,11 @@ def read_kavier(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
         llm = b.columns[MODEL]
         model = pc.utf8_trim_whitespace(llm)
         cols: dict[str, pa.Array] = {
-            "request_id": row_index(b.start, n),
-            "source_row": row_index(b.start, n),
             "input_tokens": requested if sweep != "decode" else pa.array([0] * n, pa.int64()),
             "output_tokens": response,
             "model": pc.if_else(pc.equal(model, ""), pa.scalar(None, pa.string()), model),
             "e2e_latency_us": latency,
         }
-        if ctx.service:
-            cols["service"] = pc.fill_null(pa.nulls(n, pa.string()), ctx.service)
         kept: dict[str, pa.Array] = {
             MODEL: pc.if_else(pc.equal(model, llm), pa.scalar(None, pa.string()), llm),
             # decode: the requested length has no column, so its text is always kept
@@ -140,10 +154,7 @@ def read_kavier(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
             LATENCY: latency_raw,
         }
         fields = [(name, kept[name] if name in kept else b.columns[name]) for name in b.columns]
-        extra = json_objects(fields)
-        if extra is not None:
-            cols["extra"] = extra
-        yield make_batch(n, cols)
+        yield native_batch(b.start, n, cols, service=ctx.service, extra=json_objects(fields))
 
 
 class KavierMeasurementsCSV(NativeFormat):
@@ -164,4 +175,106 @@ class KavierMeasurementsCSV(NativeFormat):
         return read_kavier(ctx)
 
 
-FORMATS = (KavierMeasurementsCSV(),)
+# --- kavier-performance-csv --------------------------------------------------------------------
+
+PERFORMANCE = ("timestamp", "prompt_id", "input_tokens", "output_tokens", "size", "util_gpu",
+               "util_mem")
+TIMESTAMP = "timestamp"
+#: What every sample keeps verbatim: the columns with no unified counterpart.
+SAMPLE_FIELDS = ("prompt_id", "size", "util_gpu", "util_mem")
+SAMPLE_FORM = "YYYY/MM/DD HH:MM:SS.fff"
+#: The zone the zone-less nvidia-smi clock is read in: UTC+02:00 (CEST). Tracer's own sample
+#: outputs log nvidia-smi's clock beside ``datetime.utcnow()`` 2 h earlier, and SURF is in the
+#: Netherlands, whose summer time (June 2025) is +02:00.
+UTC_OFFSET_MIN = 120
+PERFORMANCE_TIME = TimeSemantics(
+    kind="absolute",
+    native_format=f"{SAMPLE_FORM}: nvidia-smi's clock on the GPU host, no zone, sampled every "
+                  "~100 ms",
+    zone="+02:00", zone_assumed=True, resolution="1ms",
+    origin="the first sample's timestamp (time_origin in the metadata)")
+#: nvidia-smi ``utilization.gpu`` / ``utilization.memory`` with ``nounits``: integer percents.
+_PERCENT = r"^(?:[0-9]|[1-9][0-9]|100)$"
+
+
+def performance_style(example: str) -> dict[str, object]:
+    """How the file writes its timestamps (``2025/06/13 18:44:04.479``), for the writer."""
+    return {**timestamp_style(_dashed_date(pa.array([example]))[0].as_py()),
+            "date_sep": "/" if example[4:5] == "/" else "-"}
+
+
+def _dashed_date(raw: pa.Array) -> pa.Array:
+    """``2025/06/13 …`` as ``2025-06-13 …``, the form the timestamp parser reads."""
+    return pc.replace_substring_regex(raw, r"^([0-9]{4})/([0-9]{2})/([0-9]{2}) ", r"\1-\2-\3 ")
+
+
+def sample_times(ctx: ReadContext, b: CsvBatch, origin: int | None
+                 ) -> tuple[pa.Array, pa.Array, int | None]:
+    """Sample times as µs since ``origin`` (the first valid sample, set from this block when
+    None; null where bad, reported), the raw text the writer would not rebuild, and the origin.
+    """
+    raw = b.columns[TIMESTAMP]
+    w = wall_clock(ctx, b, TIMESTAMP, f"{SAMPLE_FORM} (nvidia-smi's timestamp)", origin,
+                   parse_as=_dashed_date(raw), naive_offset_min=UTC_OFFSET_MIN)
+    layout = ctx.meta["native_layout"]
+    if w.first is not None:
+        layout.update(timestamp=performance_style(raw[w.first].as_py()),
+                      utc_offset_min=UTC_OFFSET_MIN)
+    keep = pa.nulls(len(raw), pa.string())
+    if w.origin is not None:
+        local = pc.add(w.times.epoch_us, UTC_OFFSET_MIN * 60_000_000)
+        rebuilt = format_timestamps(local, layout["timestamp"])
+        keep = pc.if_else(differs(pc.invert(w.times.invalid), rebuilt, raw), raw,
+                          pa.scalar(None, pa.string()))
+    return w.arrival, keep, w.origin
+
+
+def _check_samples(ctx: ReadContext, b: CsvBatch) -> None:
+    """``prompt_id`` and ``size`` must be non-negative integers (errors); a utilisation that is
+    not an integer percent (nvidia-smi writes ``[N/A]`` where it cannot measure) is a warning.
+    Their text is kept in ``extra`` either way."""
+    for name in ("prompt_id", "size"):
+        report_rows(ctx, b, pc.invert(is_count(b.columns[name])), name, "not-integer",
+                    "expected a non-negative integer")
+    for name in ("util_gpu", "util_mem"):
+        odd = pc.invert(pc.match_substring_regex(b.columns[name], _PERCENT))
+        report_rows(ctx, b, odd, name, "percent",
+                    "expected an integer percent 0..100 (nvidia-smi, nounits); kept verbatim",
+                    level="warning")
+
+
+def read_performance(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
+    """Stream a Tracer ``performance_tracing.csv`` as unified batches, one row per sample."""
+    if ctx.time is None or ctx.time.kind != "absolute":
+        # The registry's [time] describes the source's sweeps (no timing); these are samples.
+        ctx.meta["time"] = PERFORMANCE_TIME.model_dump()
+    origin: int | None = None
+    last: int | None = None
+    for b in iter_csv(ctx, PERFORMANCE):
+        _check_samples(ctx, b)
+        arrival, raw_ts, origin = sample_times(ctx, b, origin)
+        last = check_order(ctx, b, arrival, TIMESTAMP, last, what="sampled")
+        inputs, inputs_raw = _counts(ctx, b, "input_tokens")
+        outputs, outputs_raw = _counts(ctx, b, "output_tokens")
+        kept = {TIMESTAMP: raw_ts, "input_tokens": inputs_raw, "output_tokens": outputs_raw}
+        cols = {"arrival_us": arrival, "input_tokens": inputs, "output_tokens": outputs}
+        extra = json_objects([(name, kept.get(name, b.columns[name])) for name in b.columns])
+        yield native_batch(b.start, b.num_rows, cols, service=ctx.service, extra=extra)
+
+
+class KavierPerformanceCSV(NativeFormat):
+    """Tracer's nvidia-smi samples taken while prompts ran (``performance_tracing.csv``)."""
+
+    name = "kavier-performance-csv"
+    description = ("Kavier/Tracer GPU utilisation samples CSV (timestamp,prompt_id,input_tokens,"
+                   "output_tokens,size,util_gpu,util_mem), one row per ~100 ms sample")
+    time = PERFORMANCE_TIME
+
+    def sniff(self, first_line: str) -> bool:
+        return set(PERFORMANCE) <= set(split_header(first_line))
+
+    def read(self, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
+        return read_performance(ctx)
+
+
+FORMATS = (KavierMeasurementsCSV(), KavierPerformanceCSV())

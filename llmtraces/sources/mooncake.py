@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..registry import TimeSemantics
-from ..schema import constant, make_batch, row_index
+from ..schema import constant, native_batch
 from . import NativeFormat, ReadContext
 from ._jsonl import (
     JsonBlock,
@@ -73,8 +73,6 @@ class MooncakeJSONL(NativeFormat):
             check_block_count(ctx, b, inputs, BLOCK_TOKENS, "error")
             last = check_order(ctx, b, arrival, "timestamp", last)
             cols: dict[str, pa.Array] = {
-                "request_id": row_index(b.start, n),
-                "source_row": row_index(b.start, n),
                 "arrival_us": arrival,
                 "input_tokens": pc.fill_null(inputs, 0),
                 "output_tokens": outputs,
@@ -84,12 +82,9 @@ class MooncakeJSONL(NativeFormat):
             session = b.columns["session_id"]
             if session.null_count < n:
                 cols["session_id"] = session
-            if ctx.service:
-                cols["service"] = constant(ctx.service, n, pa.string())
-            if b.extra is not None:
-                cols["extra"] = extra_json(b.extra)
+            extra = extra_json(b.extra) if b.extra is not None else None
             b.flush()
-            yield make_batch(n, cols)
+            yield native_batch(b.start, n, cols, service=ctx.service, extra=extra)
 
 
 FORMATS = (MooncakeJSONL(),)
