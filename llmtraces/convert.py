@@ -23,7 +23,7 @@ from .formats import TraceStream, get_writer
 from .formats.parquet import is_unified, read_stream
 from .licensing import notice, write_sidecar
 from .paths import home, parquet_root
-from .registry import AUTO_FORMAT, Source, Trace, find_file, get_source
+from .registry import AUTO_FORMAT, Source, TimeSemantics, Trace, find_file, get_source
 from .report import Report
 from .schema import SCHEMA_VERSION
 from .sources import NativeFormat, ReadContext, get_format, sniff
@@ -122,7 +122,7 @@ def trace_metadata(ident: Identity) -> dict[str, Any]:
         "native_format": ident.format.name,
         "converter": f"llmtraces {__version__}",
         "rows": None,
-        "time": (src.time if src and not ident.sniffed else ident.format.time).model_dump(),
+        "time": _time(ident).model_dump(),
         "time_origin": None,
         "licence": src.licence.model_dump() if src else None,
         "citation": src.citation.model_dump() if src else None,
@@ -130,6 +130,14 @@ def trace_metadata(ident: Identity) -> dict[str, Any]:
         "native_layout": {},
         **_archive_metadata(ident),
     }
+
+
+def _time(ident: Identity) -> TimeSemantics:
+    """What the trace's timestamps mean: the registry's (trace, then source) for a known
+    trace, else those of the format its header was recognised as."""
+    if ident.source is None or ident.sniffed or ident.trace_id is None:
+        return ident.format.time
+    return ident.source.time_of(ident.source.trace(ident.trace_id)[0])
 
 
 def _archive_metadata(ident: Identity) -> dict[str, Any]:
@@ -153,7 +161,7 @@ def scan(ident: Identity, report: Report, *, strict: bool = False,
     """
     meta = trace_metadata(ident)
     ctx = ReadContext(ident.path, report, label=str(ident.path),
-                      time=ident.source.time if ident.source and not ident.sniffed else None,
+                      time=_time(ident) if ident.source and not ident.sniffed else None,
                       service=ident.trace.service if ident.trace else None, meta=meta,
                       options=dict(options or {}))
     report.checked.append(str(ident.path))

@@ -156,6 +156,10 @@ class Trace(_Strict):
     format: str | None = Field(
         default=None, description="Native reader of this trace when it differs from the "
         "source's `format` (a source whose files come in several layouts).")
+    time: TimeSemantics | None = Field(
+        default=None, description="Time semantics of this trace when they differ from the "
+        "source's `[time]` (a trace of another kind, e.g. timed samples beside untimed "
+        "sweeps).")
     file: FileEntry | None = Field(default=None, description="The trace's own file.")
     member: Member | None = Field(
         default=None, description="Or: the trace is this member of one of the source's "
@@ -253,6 +257,10 @@ class Source(_Strict):
             raise UnknownSourceError(
                 f"{self.id} has no trace {trace_id!r}; it has: "
                 f"{', '.join(self.traces) or '(none yet)'}{hint}") from None
+
+    def time_of(self, trace_id: str) -> TimeSemantics:
+        """The time semantics of one trace: its own ``[time]``, else the source's."""
+        return self.traces[trace_id].time or self.time
 
     def format_of(self, trace_id: str) -> str:
         """The native reader name of one trace: its own ``format``, else the source's."""

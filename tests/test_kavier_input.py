@@ -195,6 +195,13 @@ def test_bad_parquet_schema(tmp_path: Path):
     report = json.loads(cli("validate", str(tmp_path / "nested.parquet"), "--json").output)
     assert report["errors"] == 1 and "column x is list<element: int8>; expected a scalar" in \
         report["problems"][0]["message"]
+    # An unknown column whose value cannot become text (bytes that are not UTF-8): that row.
+    table = pa.table({"num_input_tokens": [1, 1], "num_output_tokens": [1, 1],
+                      "blob": pa.array([b"ok", b"\xff"], pa.binary())})
+    pq.write_table(table, tmp_path / "blob.parquet")
+    report = json.loads(cli("validate", str(tmp_path / "blob.parquet"), "--json").output)
+    assert [(p["line"], p["column"], p["code"]) for p in report["problems"]] == [
+        (2, "blob", "type")]
 
 
 def test_parquet_is_read_in_bounded_batches(marconi_parquet: Path, tmp_path: Path,
@@ -225,6 +232,11 @@ def test_vector_and_exact_list_paths_agree(tmp_path: Path, monkeypatch: pytest.M
         report = Report()
         batches = list(get_format("kavier-csv").read(ReadContext(p, report)))
         return batches, [(x.line, x.code, x.message) for x in report.problems]
+
+    # json.dumps's own form takes the vector path; anything else is left to json.loads.
+    ids, slow = kavier_input._vector_lists(pa.array(["[1, 2]", "[]", "", "[1,2]", "[-0]"]))
+    assert ids.to_pylist() == [[1, 2], [], None, None, None]
+    assert slow.to_pylist() == [False, False, False, True, True]
 
     fast, fast_problems = read()
     ids = pa.Table.from_batches(fast).column("input_token_ids").to_pylist()
@@ -263,3 +275,19 @@ def test_csv_records_longer_than_a_block(tmp_path: Path):
     report = Report()
     list(get_format("kavier-csv").read(ReadContext(p, report)))
     assert [(x.line, x.code) for x in report.problems] == [(3, "structure")]
+
+
+def test_wide_rows_bound_unified_row_groups_and_batches(marconi_parquet: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch):
+    """Row groups of the unified writer, and batches read back from it, are cut by bytes as
+    well as rows, so rows of 10k token ids cannot pile up in memory."""
+    from llmtraces.formats import parquet as unified
+
+    monkeypatch.setattr(kavier_input, "PARQUET_BATCH_BYTES", 1)  # one row per batch
+    monkeypatch.setattr(unified, "ROW_GROUP_BYTES", 1)  # every batch is a row group
+    out = tmp_path / "u.parquet"
+    convert_file(marconi_parquet, out)
+    assert pq.ParquetFile(out).metadata.num_row_groups == 6
+    stream = unified.read_stream(out)
+    assert [b.num_rows for b in stream.batches] == [1] * 6
+    assert llmtraces.load(out).select(COMPARED).equals(llmtraces.load(CSV).select(COMPARED))

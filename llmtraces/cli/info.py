@@ -8,11 +8,11 @@ import click
 
 from ..api import source as get_source
 from ..convert import converted_path
-from ..download import is_cached
 from ..discover import saved_listing, skipped, with_discovered
+from ..download import is_cached
 from ..licensing import restrictions
-from ..registry import AUTO_FORMAT
 from ..paths import raw_dir
+from ..registry import AUTO_FORMAT
 from ._common import human_bytes, root
 
 

@@ -245,9 +245,6 @@ def _check_samples(ctx: ReadContext, b: CsvBatch) -> None:
 
 def read_performance(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
     """Stream a Tracer ``performance_tracing.csv`` as unified batches, one row per sample."""
-    if ctx.time is None or ctx.time.kind != "absolute":
-        # The registry's [time] describes the source's sweeps (no timing); these are samples.
-        ctx.meta["time"] = PERFORMANCE_TIME.model_dump()
     origin: int | None = None
     last: int | None = None
     for b in iter_csv(ctx, PERFORMANCE):

@@ -399,13 +399,18 @@ def _id_list(t: pa.DataType) -> bool:
             and pa.types.is_integer(t.value_type))
 
 
-def _verbatim(t: pa.DataType) -> bool:
-    """Whether a column of type ``t`` can be kept in ``extra`` as text and cast back exactly."""
+def _casts(values: pa.Array) -> bool:
+    """Whether ``values`` cast to text and back without an error."""
     try:
-        pc.cast(pc.cast(pa.nulls(1, t), pa.string()), t)
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+        pc.cast(pc.cast(values, pa.string()), values.type)
+    except pa.ArrowException:
         return False
     return True
+
+
+def _verbatim(t: pa.DataType) -> bool:
+    """Whether a column of type ``t`` can be kept in ``extra`` as text and cast back."""
+    return _casts(pa.nulls(1, t))
 
 
 #: What each Kavier column may be in Parquet: a test of its (decoded) Arrow type, and the
@@ -485,14 +490,28 @@ def _parquet_block(start: int, batch: pa.RecordBatch) -> tuple[CsvBatch, dict[st
 
 
 def _parquet_extra(ctx: ReadContext, b: CsvBatch, name: str) -> pa.Array:
-    """An unknown column as text for ``extra`` (null stays null); a value that does not cast
-    back to itself is an error (nothing may change on the way)."""
+    """An unknown column as text for ``extra`` (null stays null). Values that do not cast to
+    text and back to themselves (bytes that are not UTF-8, say) are errors: nothing may change
+    on the way."""
     col = b.columns[name]
     if _is_text(col.type):
         return col
-    text = pc.cast(col, pa.string())
-    changed = pc.fill_null(pc.not_equal(pc.cast(text, col.type), col), False)
-    report_rows(ctx, b, changed, name, "type", "value does not survive as text in extra")
+    try:
+        text = pc.cast(col, pa.string())
+        back = pc.cast(text, col.type)
+    except pa.ArrowException as exc:
+        bad = next(i for i in range(len(col)) if not _casts(col.slice(i, 1)))  # slow path
+        ctx.report.error("type", ctx.label, f"value cannot be kept in extra as text ({exc})",
+                         line=b.line(bad), column=name, value=str(col[bad].as_py())[:SHOW_CHARS])
+        return pa.nulls(b.num_rows, pa.string())
+    if not back.equals(col):
+        try:
+            changed = pc.fill_null(pc.not_equal(back, col), False)
+            if pa.types.is_floating(col.type):  # NaN is not equal to itself
+                changed = pc.and_(changed, pc.invert(pc.and_(pc.is_nan(back), pc.is_nan(col))))
+        except pa.ArrowNotImplementedError:
+            changed = pc.is_valid(col)
+        report_rows(ctx, b, changed, name, "type", "value does not survive as text in extra")
     return text
 
 

@@ -30,7 +30,9 @@ the shard. Problems are reported with the file and the 0-based row (= ``source_r
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -177,14 +179,17 @@ class LMSysChatParquet(NativeFormat):
         ctx.meta["tokenizer"] = {**counter.identity, "counted": COUNTED,
                                  "workers": counter.workers}
         start = next_id = 0
+        counted = _counted(pf.iter_batches(batch_size=BATCH_CONVERSATIONS, columns=paths),
+                           counter)
         try:
-            for batch in pf.iter_batches(batch_size=BATCH_CONVERSATIONS, columns=paths):
-                out = _convert(ctx, batch, start, next_id, counter, unknown)
-                start += batch.num_rows
+            for prepared in counted:
+                out = _convert(ctx, prepared, start, next_id, unknown)
+                start += prepared.batch.num_rows
                 if out.num_rows:
                     next_id += out.num_rows
                     yield out
         finally:
+            counted.close()  # waits for a batch being counted before the counter goes
             counter.close()
         ctx.meta.setdefault("native_layout", {}).update(
             conversations=start, requests="one per user message; source_row = conversation row")
@@ -227,9 +232,53 @@ def _problem(ctx: ReadContext, level: Level, code: str, row: int, cid: Any, colu
         value=value)
 
 
-def _convert(ctx: ReadContext, batch: pa.RecordBatch, start: int, next_id: int,
-             counter: TokenCounter, unknown: list[str]) -> pa.RecordBatch:
+@dataclass
+class _Counted:
+    """A batch of conversations, its messages flattened, and each message's token count."""
+
+    batch: pa.RecordBatch
+    lengths: list[int]
+    contents: list[str | None]
+    roles: list[str | None]
+    counts: list[int]
+
+
+def _count(batch: pa.RecordBatch, counter: TokenCounter) -> _Counted:
+    """Flatten the messages of ``batch`` and count each message's tokens once."""
+    conv = batch.column(batch.schema.get_field_index("conversation"))
+    lengths = pc.fill_null(pc.list_value_length(conv), 0).to_pylist()
+    messages = conv.flatten()
+    fields = dict(zip(_struct_names(messages.type), messages.flatten(), strict=True))
+    contents: list[str | None] = fields["content"].to_pylist()
+    counts = counter.count([c if c is not None else "" for c in contents])
+    return _Counted(batch, lengths, contents, fields["role"].to_pylist(), counts)
+
+
+def _counted(batches: Iterator[pa.RecordBatch], counter: TokenCounter
+             ) -> Generator[_Counted, None, None]:
+    """Each batch with its counts. With several workers the next batch is counted while the
+    caller builds this one's rows (Python work that would otherwise leave the cores idle);
+    at most two batches are in hand."""
+    if counter.workers == 1:
+        yield from (_count(b, counter) for b in batches)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="llmtraces-lmsys") as ahead:
+        pending: Future[_Counted] | None = None
+        for batch in batches:
+            following = ahead.submit(_count, batch, counter)
+            if pending is not None:
+                yield pending.result()
+            pending = following
+        if pending is not None:
+            yield pending.result()
+
+
+def _convert(ctx: ReadContext, counted: _Counted, start: int, next_id: int,
+             unknown: list[str]) -> pa.RecordBatch:
     """One batch of conversations as unified requests (bad conversations give none)."""
+    batch = counted.batch
+    lengths, contents, roles, counts = (counted.lengths, counted.contents, counted.roles,
+                                        counted.counts)
 
     def column(name: str) -> list[Any]:
         i = batch.schema.get_field_index(name)
@@ -238,13 +287,6 @@ def _convert(ctx: ReadContext, batch: pa.RecordBatch, start: int, next_id: int,
     cids, models, turns = column("conversation_id"), column("model"), column("turn")
     languages, redacted = column("language"), column("redacted")
     others = {name: column(name) for name in unknown}
-    conv = batch.column(batch.schema.get_field_index("conversation"))
-    lengths = pc.fill_null(pc.list_value_length(conv), 0).to_pylist()
-    messages = conv.flatten()
-    fields = dict(zip(_struct_names(messages.type), messages.flatten(), strict=True))
-    contents: list[str | None] = fields["content"].to_pylist()
-    roles: list[str | None] = fields["role"].to_pylist()
-    counts = counter.count([c if c is not None else "" for c in contents])
     mi = batch.schema.get_field_index("openai_moderation")
     mod = _Moderation(batch.column(mi) if mi >= 0 else None)
 
