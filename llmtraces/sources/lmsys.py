@@ -23,8 +23,9 @@ assistant message *k*, the moderation categories that are true for them (the flo
 ``category_scores`` are not carried), and any column this reader does not know.
 
 The shard is streamed in batches of :data:`BATCH_CONVERSATIONS` conversations
-(``ParquetFile.iter_batches``), so memory is bounded by one row group and one batch, not by
-the shard. Problems are reported with the file and the 0-based row (= ``source_row``).
+(``ParquetFile.iter_batches``, without pyarrow's whole-file pre-buffering), so memory is
+bounded by one row group and two batches, not by the shard. Problems are reported with the
+file and the 0-based row (= ``source_row``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from . import NativeFormat, ReadContext
 REQUIRED = ("conversation_id", "model", "conversation", "turn")
 OPTIONAL = ("language", "openai_moderation", "redacted")
 MESSAGE_FIELDS = ("content", "role")
-#: Conversations per batch: ~2.6 KB of text each in the real shards, so ~5 MB of text.
+#: Conversations per batch: a few KB of text each in the real shards, so ~5 MB a batch.
 BATCH_CONVERSATIONS = 2048
 COUNTED = ("content only: input_tokens = sum of the token counts of conversation[i].content "
            "for every earlier message and user message k; output_tokens = count of assistant "
@@ -78,15 +79,13 @@ TIME = TimeSemantics(
     resolution="none", origin="none: arrival_us is null (no timing to invent)")
 
 
-def _is_string(t: pa.DataType) -> bool:
-    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
-
-
 def _is_list(t: pa.DataType) -> bool:
+    """A list or large list type."""
     return bool(pa.types.is_list(t) or pa.types.is_large_list(t))
 
 
 def _struct_names(t: pa.DataType) -> list[str]:
+    """Field names of a struct type (none for any other type)."""
     return [t.field(i).name for i in range(t.num_fields)] if pa.types.is_struct(t) else []
 
 
@@ -118,6 +117,7 @@ class _Moderation:
     """Per-message moderation of one batch: ``flagged`` and the names of true categories."""
 
     def __init__(self, column: pa.Array | None) -> None:
+        """Read ``openai_moderation`` of one batch (None when the shard has none)."""
         self.lengths: list[int] = []
         self.flagged: list[bool | None] = []
         self.categories: dict[int, list[str]] = {}
@@ -147,15 +147,18 @@ class LMSysChatParquet(NativeFormat):
     time = TIME
 
     def sniff(self, first_line: str) -> bool:
-        return False  # a Parquet format only
+        """Never: the shards are Parquet, recognised by :meth:`sniff_parquet`."""
+        return False
 
     def sniff_parquet(self, schema: pa.Schema) -> bool:
+        """The LMSys columns, with ``conversation`` a list of ``{content, role}`` structs."""
         if not set(REQUIRED) <= set(schema.names):
             return False
         message = _message_type(schema)
         return message is not None and set(MESSAGE_FIELDS) <= set(_struct_names(message))
 
     def read(self, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
+        """Stream the shard as requests, counting tokens with ``ctx.options["tokenizer"]``."""
         try:
             # pre_buffer (pyarrow's default) would cache every row group iter_batches asks
             # for, i.e. the whole shard; buffered column reads keep one row group's pages.
@@ -227,6 +230,7 @@ class LMSysChatParquet(NativeFormat):
 
 def _problem(ctx: ReadContext, level: Level, code: str, row: int, cid: Any, column: str,
              message: str, value: str | None = None) -> None:
+    """Report a problem of one conversation, naming its row and id."""
     add = ctx.report.error if level == "error" else ctx.report.warning
     add(code, ctx.label, f"row {row} (conversation_id {cid!r}): {message}", column=column,
         value=value)
@@ -281,6 +285,7 @@ def _convert(ctx: ReadContext, counted: _Counted, start: int, next_id: int,
                                         counted.counts)
 
     def column(name: str) -> list[Any]:
+        """A top-level column as Python values (nulls when the shard lacks it)."""
         i = batch.schema.get_field_index(name)
         return batch.column(i).to_pylist() if i >= 0 else [None] * batch.num_rows
 
