@@ -64,7 +64,8 @@ class Identity:
         elif bad:
             what = f"{bad[0]} {got[bad[0]]} differs from the published {getattr(pinned, bad[0])}"
         else:
-            self.verified = strongest(pinned) is not None
+            # Checked here against the registry, or at fetch time against the host's pins.
+            self.verified = self.verified or strongest(pinned) is not None
             return
         report.error("checksum", str(self.path),
                      f"not the published {self.source.id} {self.trace_id} file: {what}; it is "

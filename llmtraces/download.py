@@ -210,6 +210,15 @@ def _read_stamp(dest: Path) -> object:
         return None
 
 
+def verified_by(dest: Path) -> str | None:
+    """The checksum kind a cached file was verified with when it entered the cache (``sha256``,
+    ``git_blob``, ``md5``, including pins the host gave at fetch time); None when it was
+    checked by size only or has no stamp."""
+    stamp = _read_stamp(dest)
+    kind = stamp.get("kind") if isinstance(stamp, dict) else None
+    return str(kind) if kind in ("sha256", "git_blob", "md5") else None
+
+
 def is_cached(dest: Path, entry: FileEntry) -> bool:
     """True if ``dest`` is the pinned file; hashes once, then trusts a stamp of size and mtime."""
     if not dest.is_file() or entry.size not in (None, dest.stat().st_size):

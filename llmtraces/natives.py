@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from .archive import DEFAULT_LIMIT, iter_members, list_members
-from .download import cached_path
+from .download import cached_path, verified_by
 from .errors import InvalidTraceError
 from .paths import raw_dir
 from .registry import Source
@@ -64,7 +64,8 @@ def native_files(source: Source, trace_ids: list[str], root: Path
     for tid in trace_ids:
         member = source.traces[tid].member
         if member is None:
-            yield tid, cached_path(source, tid, root), True
+            path = cached_path(source, tid, root)
+            yield tid, path, verified_by(path) is not None
         else:
             by_archive.setdefault(member.archive, {})[tid] = member.path
     for key, wanted in by_archive.items():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 from conftest import CODE_NAME, CONV_NAME, SOURCE
 
@@ -143,3 +144,14 @@ def test_demo_runs_offline_from_the_bundled_copy(home: Path, monkeypatch):
     assert (home / "parquet" / f"source={SOURCE}" / "trace=code" / "part-0.parquet").is_file()
     code, out = run("demo")
     assert code == 0 and "already cached" in out
+
+
+def test_default_output_never_overwrites_the_input(tmp_path: Path, code_csv: Path,
+                                                   monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    code, text = run("convert", str(code_csv), "-o", "code.parquet")
+    assert code == 0, text
+    code, text = run("convert", "code.parquet")  # Parquet to Parquet, no -o
+    assert code == 0, text
+    assert (tmp_path / "code.llmtraces.parquet").is_file()
+    assert pq.read_table(tmp_path / "code.llmtraces.parquet").num_rows == 8819

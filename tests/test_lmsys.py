@@ -492,6 +492,7 @@ def test_fetch_convert_load_as_a_user_would(hub: bytes, home: Path, server: Loop
     assert meta["tokenizer"]["name"] == "o200k_base" and meta["tokenizer"]["spec"] == \
         "o200k_base"
     assert meta["native_sha256"] == hashlib.sha256(hub).hexdigest()
+    assert meta["native_verified"] is True  # against the Hub's sha256 at fetch time
     validated = cli("validate", "lmsys-chat-1m", "--trace", "train-00000")
     assert validated.exit_code == 0, validated.output
     # Another tokenizer through the API re-converts; the cached one is not reused silently.

@@ -99,6 +99,7 @@ def test_fetch_convert_validate_load_from_a_mirror(marconi, home: Path):
     assert meta["native_file"] == "lmsys_sps=0.5_nums=100.jsonl"
     assert meta["native_sha256"] == hashlib.sha256(JSONL.read_bytes()).hexdigest()
     assert meta["native_archive"]["member"] == LMSYS
+    assert meta["native_verified"] is False  # Drive publishes no checksum; nothing pinned yet
     assert meta["licence"]["redistributable"] is False
     # The scratch copy of the member is gone; only the archive stays in the cache.
     assert sorted(p.name for p in (home / "raw" / "marconi").iterdir()

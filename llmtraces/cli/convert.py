@@ -20,6 +20,14 @@ def _warn(report: Report, quiet: bool) -> None:
             click.echo(line, err=True)
 
 
+def _default_output(path: Path, suffix: str) -> Path:
+    """``./<name>.<format>``, or ``./<name>.llmtraces.<format>`` where that is the input."""
+    out = Path.cwd() / (path.name.split(".")[0] + suffix)
+    if out.resolve() == path.resolve():
+        out = out.with_name(path.name.split(".")[0] + ".llmtraces" + suffix)
+    return out
+
+
 def _notices(reports: list[Report]) -> None:
     """Licence terms of what was written: said once, even with --quiet."""
     for line in dict.fromkeys(n for r in reports for n in r.notices):
@@ -60,7 +68,7 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
     if path.exists():
         if trace:
             raise click.UsageError("--trace applies to a source id, not to a file path")
-        out = output or Path.cwd() / (path.name.split(".")[0] + get_writer(to).suffix)
+        out = output or _default_output(path, get_writer(to).suffix)
         rows, report = convert_file(path, out, to=to, strict=strict, options=options)
         _warn(report, quiet)
         if not quiet:
