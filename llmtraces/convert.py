@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from . import __version__
 from .checksums import compute, strongest
-from .errors import InvalidTraceError
+from .errors import InvalidTraceError, LLMTracesError
 from .formats import TraceStream, get_writer
 from .formats.parquet import is_unified, read_stream
 from .licensing import notice, write_sidecar
@@ -125,12 +125,25 @@ def trace_metadata(ident: Identity) -> dict[str, Any]:
         "rows": None,
         "time": _time(ident).model_dump(),
         "time_origin": None,
-        "licence": src.licence.model_dump() if src else None,
-        "citation": src.citation.model_dump() if src else None,
+        **_terms(ident),
         "tokenizer": None,
         "native_layout": {},
         **_archive_metadata(ident),
     }
+
+
+def _terms(ident: Identity) -> dict[str, Any]:
+    """Licence and citation: the source's, or, for a file of a format only one publisher
+    uses (converted by path), that publisher's."""
+    src, inferred = ident.source, {}
+    if src is None and ident.format.licence_source is not None:
+        try:
+            src = get_source(ident.format.licence_source)
+            inferred = {"licence_source": src.id}
+        except LLMTracesError:
+            src = None  # a private registry without that source
+    return {"licence": src.licence.model_dump() if src else None,
+            "citation": src.citation.model_dump() if src else None, **inferred}
 
 
 def _time(ident: Identity) -> TimeSemantics:

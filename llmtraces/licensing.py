@@ -34,7 +34,9 @@ def notice(meta: dict[str, Any]) -> str | None:
     if not terms:
         return None
     lic = meta.get("licence") or {}
-    source = meta.get("source") or meta.get("native_file") or "this trace"
+    source = meta.get("source") or (
+        f"{meta.get('native_file')} ({meta['licence_source']} data)"
+        if meta.get("licence_source") else meta.get("native_file")) or "this trace"
     what = []
     if NO_REDISTRIBUTION in terms:
         what.append("do not share or re-host this file or anything derived from it")

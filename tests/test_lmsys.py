@@ -564,3 +564,20 @@ def test_tokenizer_from_the_hub_by_model_id(tmp_path: Path, shard: Path, home: P
     no_token_anywhere(home)
     missing = cli("convert", str(shard), "-o", str(out), "--tokenizer", "acme/other@v2")
     assert missing.exit_code == 1 and "offline, and no cached tokenizer.json" in missing.output
+
+
+def test_a_shard_under_any_name_carries_the_lmsys_licence(tmp_path: Path):
+    # not the published file name; only answered conversations, so every request has an output
+    copy = write_shard(tmp_path / "my_conversations.parquet",
+                       [r for r in ROWS if len(r["conversation"]) % 2 == 0])
+    out = tmp_path / "u.parquet"
+    r = cli("convert", str(copy), "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert "my_conversations.parquet (lmsys-chat-1m data) is LicenseRef-LMSYS-Chat-1M " \
+           "(no redistribution, non-commercial)" in r.output
+    meta = meta_of(out)
+    assert meta["source"] is None and meta["licence_source"] == "lmsys-chat-1m"
+    assert meta["licence"]["redistributable"] is False
+    r = cli("convert", str(out), "--to", "kavier", "-o", str(tmp_path / "k.csv"))
+    assert r.exit_code == 0, r.output
+    assert "LMSYS-Chat-1M" in (tmp_path / "k.csv.LICENCE.txt").read_text()

@@ -55,6 +55,9 @@ class NativeFormat(ABC):
     description: ClassVar[str]
     #: What the timestamps mean when no registry entry says more (files converted by path).
     time: ClassVar[TimeSemantics]
+    #: A format only one publisher uses: the registry source whose licence and citation a
+    #: file of this format carries even when converted by path under another name.
+    licence_source: ClassVar[str | None] = None
 
     @abstractmethod
     def sniff(self, first_line: str) -> bool:

@@ -145,6 +145,8 @@ class LMSysChatParquet(NativeFormat):
     description = ("LMSys-Chat-1M Parquet shard (conversation_id, model, conversation "
                    "list<struct<content, role>>, turn, language, openai_moderation, redacted)")
     time = TIME
+    #: Only LMSys-Chat-1M has this layout: its licence applies to any copy, however named.
+    licence_source = "lmsys-chat-1m"
 
     def sniff(self, first_line: str) -> bool:
         """Never: the shards are Parquet, recognised by :meth:`sniff_parquet`."""
