@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .convert import convert_file, convert_source, converted_path
@@ -16,7 +20,8 @@ from .errors import InvalidTraceError
 from .formats.parquet import is_unified, read_metadata
 from .paths import home, parquet_root
 from .registry import Source, get_source, load_registry
-from .schema import SCHEMA_VERSION, TRACE_SCHEMA
+from .request import Request
+from .schema import COLUMN_NAMES, SCHEMA_VERSION, TRACE_SCHEMA
 
 PathLike = str | os.PathLike[str]
 
@@ -50,27 +55,140 @@ def _is_current(path: Path) -> bool:
         return False
 
 
+Filter: TypeAlias = Mapping[str, Any] | pc.Expression | None
+
+
 def load(source_or_path: str | PathLike, trace: str | None = None, *,
-         columns: list[str] | None = None, root: PathLike | None = None,
-         mirror: str | None = None, offline: bool | None = None,
-         tokenizer: str | None = None) -> pa.Table:
+         columns: list[str] | None = None, filter: Filter = None,
+         root: PathLike | None = None, mirror: str | None = None,
+         offline: bool | None = None, tokenizer: str | None = None) -> pa.Table:
     """A trace as a pyarrow Table in the unified schema (``.to_pandas()`` works with pandas).
 
-    ``source_or_path`` is a registry id, whose trace is fetched, verified and converted into the
-    cache on first use, or a path to a unified Parquet file or a native trace file.
-    ``tokenizer`` is for sources that publish text but no token counts (LMSys-Chat-1M; see
-    ``llmtraces convert --tokenizer``): a cached conversion made with another tokenizer is
-    redone; None keeps whatever the cached conversion used (``o200k_base`` on first use).
+    Parameters
+    ----------
+    source_or_path : str or path
+        A registry id, whose trace is fetched, verified and converted into the cache on
+        first use, or a path to a unified Parquet file or a native trace file.
+    trace : str, optional
+        The trace of a source with several (``llmtraces info ID`` lists them).
+    columns : list of str, optional
+        Read only these unified columns.
+    filter : dict or pyarrow.compute.Expression, optional
+        Keep only matching requests. A dict maps a column to a value (``None`` matches null)
+        or to a list of values, all conditions joined by AND; an Expression is used as is
+        (``pyarrow.compute.field("input_tokens") > 1000``). Row groups that cannot match are
+        skipped, so a filter also reads less.
+    root, mirror, offline
+        Cache home, mirror base URL and offline switch, as for :func:`fetch`.
+    tokenizer : str, optional
+        For sources that publish text but no token counts (LMSys-Chat-1M; see ``llmtraces
+        convert --tokenizer``): a cached conversion made with another tokenizer is redone;
+        None keeps whatever the cached conversion used (``o200k_base`` on first use).
+
+    Returns
+    -------
+    pyarrow.Table
+        Rows in native order, schema :data:`llmtraces.TRACE_SCHEMA` (or ``columns``).
 
     Examples
     --------
     >>> t = load("azure-llm-2023", trace="code")
     >>> t.num_rows, t.column("input_tokens")[0].as_py()
     (8819, 4808)
+    >>> long = load("azure-llm-2023", trace="code", columns=["input_tokens"],
+    ...             filter=pc.field("input_tokens") > 4000)
+    >>> long.num_rows, long.column_names
+    (1293, ['input_tokens'])
     """
+    with unified_path(source_or_path, trace, root=root, mirror=mirror, offline=offline,
+                      tokenizer=tokenizer) as path:
+        return pq.read_table(path, columns=columns, filters=filter_expression(filter))
+
+
+def iter_requests(source_or_path: str | PathLike, trace: str | None = None, *,
+                  filter: Filter = None, batch_rows: int = 1 << 16,
+                  root: PathLike | None = None, mirror: str | None = None,
+                  offline: bool | None = None, tokenizer: str | None = None
+                  ) -> Iterator[Request]:
+    """Stream a trace as typed :class:`Request` records, in native order, in bounded memory.
+
+    Takes the same arguments as :func:`load` (``batch_rows`` rows are decoded at a time), for
+    replayers and simulators that consume requests one by one.
+
+    Examples
+    --------
+    >>> reqs = iter_requests("azure-llm-2023", trace="code")
+    >>> r = next(reqs)
+    >>> r.request_id, r.arrival_s, r.input_tokens, r.output_tokens
+    (0, 0.0, 4808, 10)
+    >>> sum(1 for _ in iter_requests("azure-llm-2023", trace="code",
+    ...                              filter={"output_tokens": [10, 13]}))
+    991
+    """
+    expression = filter_expression(filter)
+    with unified_path(source_or_path, trace, root=root, mirror=mirror, offline=offline,
+                      tokenizer=tokenizer) as path:
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=list(COLUMN_NAMES)):
+            table = pa.Table.from_batches([batch])
+            if expression is not None:
+                table = table.filter(expression)
+            for row in table.to_pylist():
+                yield Request.from_row(row)
+
+
+def filter_expression(filter: Filter) -> pc.Expression | None:
+    """The Arrow expression of a :func:`load` filter; unknown columns are a clear error.
+
+    >>> str(filter_expression({"model": "GPT-4", "failed": False}))
+    '((model == "GPT-4") and (failed == false))'
+    """
+    if filter is None or isinstance(filter, pc.Expression):
+        return filter
+    if not isinstance(filter, Mapping):
+        raise TypeError(f"filter: expected a dict of column -> value(s) or a "
+                        f"pyarrow.compute.Expression, got {type(filter).__name__}")
+    terms = []
+    for column, want in filter.items():
+        if column not in COLUMN_NAMES:
+            raise InvalidTraceError(f"filter: no column {column!r} in the unified schema; "
+                                    f"columns: {', '.join(COLUMN_NAMES)}")
+        field = pc.field(column)
+        if want is None:
+            terms.append(field.is_null())
+        elif isinstance(want, list | tuple | set | frozenset):
+            values = pa.array(list(want), TRACE_SCHEMA.field(column).type)
+            terms.append(field.isin(values))
+        else:
+            terms.append(field == pa.scalar(want, TRACE_SCHEMA.field(column).type))
+    if not terms:
+        return None
+    out = terms[0]
+    for term in terms[1:]:
+        out = out & term
+    return out
+
+
+@contextmanager
+def unified_path(source_or_path: str | PathLike, trace: str | None = None, *,
+                 root: PathLike | None = None, mirror: str | None = None,
+                 offline: bool | None = None, tokenizer: str | None = None
+                 ) -> Iterator[Path]:
+    """A unified Parquet file for a registry trace (converted into the cache on first use) or
+    for a path (a native file converted into a temporary file, removed on exit)."""
     as_path = Path(os.fspath(source_or_path)).expanduser()
     if as_path.exists() or isinstance(source_or_path, os.PathLike):
-        return _load_path(as_path, columns, tokenizer)
+        if not as_path.exists():
+            raise InvalidTraceError(f"{as_path}: no such file")
+        if is_unified(as_path):
+            read_metadata(as_path)  # refuses Parquet that is not a unified trace
+            yield as_path
+            return
+        with tempfile.TemporaryDirectory(prefix="llmtraces-") as tmp:
+            out = Path(tmp) / "trace.parquet"
+            convert_file(as_path, out, options=_options(tokenizer))
+            yield out
+        return
     root_dir = home(root)
     src = get_source(str(source_or_path))
     if src.discover is not None:
@@ -84,7 +202,7 @@ def load(source_or_path: str | PathLike, trace: str | None = None, *,
     if not _is_current(dest) or not _same_tokenizer(dest, tokenizer):
         _fetch(src.id, trace_id, root=root_dir, mirror=mirror, offline=offline, log=_quiet_log)
         convert_source(src.id, trace_id, root=root_dir, options=_options(tokenizer))
-    return pq.read_table(dest, columns=columns)
+    yield dest
 
 
 def _options(tokenizer: str | None) -> dict[str, Any]:
@@ -99,23 +217,6 @@ def _same_tokenizer(path: Path, tokenizer: str | None) -> bool:
         return True
     used = read_metadata(path).get("tokenizer") or {}
     return tokenizer in (used.get("spec"), used.get("name"))
-
-
-def _load_path(path: Path, columns: list[str] | None, tokenizer: str | None = None
-               ) -> pa.Table:
-    if not path.exists():
-        raise InvalidTraceError(f"{path}: no such file")
-    if is_unified(path):
-        read_metadata(path)  # refuses Parquet that is not a unified trace
-        return pq.read_table(path, columns=columns)
-    # A native file: convert into a temporary Parquet beside nothing, then read it whole.
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="llmtraces-") as tmp:
-        out = Path(tmp) / "trace.parquet"
-        convert_file(path, out, options=_options(tokenizer))
-        table = pq.read_table(out, columns=columns)
-    return table
 
 
 def open_dataset(root: PathLike | None = None) -> Any:
@@ -137,8 +238,6 @@ def open_dataset(root: PathLike | None = None) -> Any:
 
 def describe(table: pa.Table) -> dict[str, Any]:
     """A short summary of a unified table: rows, time span, token medians and totals."""
-    import pyarrow.compute as pc
-
     def median(col: str) -> float | None:
         if not table.num_rows:
             return None
