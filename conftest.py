@@ -10,6 +10,12 @@ import pytest
 from _pytest.doctest import DoctestItem
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--update-golden`` (or LLMTRACES_UPDATE_GOLDEN=1): rewrite tests/golden/."""
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite the expected export files in tests/golden/ from the writers")
+
+
 @pytest.fixture(autouse=True)
 def _doctest_isolation(request: pytest.FixtureRequest, tmp_path: Path,
                        monkeypatch: pytest.MonkeyPatch) -> None:

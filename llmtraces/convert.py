@@ -8,7 +8,7 @@ report is clean.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,13 +208,16 @@ def scan(ident: Identity, report: Report, *, strict: bool = False,
 def convert_file(path: Path, dest: Path, *, to: str = "parquet", source: Source | None = None,
                  trace_id: str | None = None, verified: bool = False, strict: bool = False,
                  registry: Path | None = None,
-                 options: dict[str, Any] | None = None) -> tuple[int, Report]:
+                 options: dict[str, Any] | None = None,
+                 transform: Callable[[TraceStream, Path], TraceStream] | None = None
+                 ) -> tuple[int, Report]:
     """Convert one trace file into ``dest`` in format ``to``; nothing is left at ``dest`` on error.
 
     The input is a native trace file (format recognised from its first line, or its schema
     for Parquet) or a unified Parquet file. ``options`` go to the native reader (e.g.
-    ``{"tokenizer": "o200k_base"}``). Returns the number of rows written and the report
-    (warnings included).
+    ``{"tokenizer": "o200k_base"}``). ``transform``, given the unified stream and the input
+    path, returns the stream to write instead (see :class:`llmtraces.transforms.Plan`).
+    Returns the number of rows written and the report (warnings included).
     """
     report = Report()
     path = Path(path)
@@ -227,6 +230,8 @@ def convert_file(path: Path, dest: Path, *, to: str = "parquet", source: Source 
         ident = identify(path, report, source=source, trace_id=trace_id, verified=verified,
                          registry=registry)
         stream = scan(ident, report, strict=strict, options=options)
+    if transform is not None:
+        stream = transform(stream, path)
     rows = get_writer(to).write(stream, Path(dest))
     line = notice(stream.meta)
     if line is not None:

@@ -18,8 +18,12 @@ VERBS = {
     "fetch": "fetch",
     "convert": "convert",
     "validate": "validate",
+    "fit": "fit",
+    "synthesize": "synthesize",
     "demo": "demo",
     "registry": "registry",
+    "serve-sim": "serve_sim",
+    "serve-llamacpp": "serve_llamacpp",
 }
 
 

@@ -11,6 +11,7 @@ from ..download import fetch
 from ..formats import all_writers, get_writer
 from ..registry import get_source
 from ..report import Report
+from ..transforms import Plan
 from ._common import log_to_stderr, root, show_progress
 
 
@@ -52,24 +53,59 @@ def _notices(reports: list[Report]) -> None:
 @click.option("--offline", is_flag=True, envvar="LLMTRACES_OFFLINE",
               help="With a source id: never download missing files.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("--merge", "merge", multiple=True, type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), metavar="PATH",
+              help="Transforms (applied in the order listed here; see docs/transforms.md). "
+                   "Merge another trace (native or unified) onto the same time axis; "
+                   "repeatable.")
+@click.option("--model", "models", multiple=True, metavar="NAME",
+              help="Keep only requests of this model; repeatable.")
+@click.option("--service", "services", multiple=True, metavar="NAME",
+              help="Keep only requests of this service; repeatable.")
+@click.option("--failed/--no-failed", default=None,
+              help="Keep only failed requests / only those not marked failed.")
+@click.option("--window", metavar="START:DURATION",
+              help="Keep the requests arriving in [START, START+DURATION) seconds.")
+@click.option("--sample", "sample_spec", metavar="F|N",
+              help="Keep a fraction F (0 < F < 1, e.g. 0.1) of the sessions, or at most N "
+                   "requests (an integer >= 1); sessions stay whole.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option("--head", type=click.IntRange(min=0), metavar="N",
+              help="Keep the first N requests.")
+@click.option("--rebase", is_flag=True, help="Shift arrivals so that the first is at 0.")
+@click.option("--speedup", type=float, metavar="X",
+              help="Divide arrival times by X (2: twice as fast).")
+@click.option("--rps", type=float, metavar="R",
+              help="Scale arrival times so the mean rate is R requests/s (BurstGPT's RPS "
+                   "scaling).")
 @click.pass_context
 def command(ctx: click.Context, target: str, trace: str | None, to: str, output: Path | None,
             strict: bool, tokenizer: str | None, mirror: str | None, offline: bool,
-            quiet: bool) -> None:
+            quiet: bool, merge: tuple[Path, ...], models: tuple[str, ...],
+            services: tuple[str, ...], failed: bool | None, window: str | None,
+            sample_spec: str | None, seed: int, head: int | None, rebase: bool,
+            speedup: float | None, rps: float | None) -> None:
     """Convert TARGET (a registry source id, a native trace file, or a unified Parquet file).
 
     A source id writes <home>/parquet/source=<id>/trace=<trace>/part-0.parquet, fetching files
     first if needed. A native file's format is recognised from its header or first record; a
     unified Parquet file can be exported to any --to format. Nothing is written at the output
     path unless the whole input converts cleanly.
+
+    Transforms apply to a file TARGET, in this order whatever the order on the command line:
+    --merge, --model/--service/--failed, --window, --sample, --head, --rebase, then --speedup
+    or --rps. Each is recorded in the output's metadata (transforms).
     """
     options = {"tokenizer": tokenizer} if tokenizer else {}
+    plan = _plan(merge, models, services, failed, window, sample_spec, seed, head, rebase,
+                 speedup, rps)
     path = Path(target)
     if path.exists():
         if trace:
             raise click.UsageError("--trace applies to a source id, not to a file path")
         out = output or _default_output(path, get_writer(to).suffix)
-        rows, report = convert_file(path, out, to=to, strict=strict, options=options)
+        rows, report = convert_file(path, out, to=to, strict=strict, options=options,
+                                    transform=None if plan.empty() else plan.apply)
         _warn(report, quiet)
         if not quiet:
             click.echo(f"{path} -> {out} ({rows:,} rows)")
@@ -77,6 +113,12 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
         return
     home = root(ctx)
     source = get_source(target)
+    if not plan.empty():
+        raise click.UsageError(
+            "transforms apply to a file PATH, not to a source id (whose output is the cache "
+            f"dataset): convert {source.id} first, then transform its Parquet file, e.g. "
+            f"`llmtraces convert <home>/parquet/source={source.id}/trace=<trace>/part-0.parquet "
+            "--head 100 -o small.parquet`")
     if to != "parquet":
         raise click.UsageError("a source id converts to the parquet dataset; use a file "
                                "PATH (or the Python API) for other formats")
@@ -91,3 +133,44 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
         if not quiet:
             click.echo(f"{source.id} {trace_id}: {dest} ({rows:,} rows)")
     _notices([r for *_, r in results])
+
+
+def _float(option: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise click.BadParameter(f"not a number: {text!r}", param_hint=option) from None
+
+
+def _plan(merge: tuple[Path, ...], models: tuple[str, ...], services: tuple[str, ...],
+          failed: bool | None, window: str | None, sample_spec: str | None, seed: int,
+          head: int | None, rebase: bool, speedup: float | None, rps: float | None) -> Plan:
+    """The transforms the options ask for, checked before anything is read."""
+    span = None
+    if window is not None:
+        start, sep, length = window.partition(":")
+        if not sep:
+            raise click.BadParameter(f"expected START:DURATION in seconds, e.g. 3600:1200 "
+                                     f"(got {window!r})", param_hint="--window")
+        span = (_float("--window", start), _float("--window", length))
+        if not span[1] > 0 or not span[0] >= 0:
+            raise click.BadParameter(f"START must be >= 0 and DURATION > 0 (got {window!r})",
+                                     param_hint="--window")
+    fraction = count = None
+    if sample_spec is not None:
+        if sample_spec.isdigit() and int(sample_spec) >= 1:
+            count = int(sample_spec)
+        else:
+            fraction = _float("--sample", sample_spec)
+            if not 0 < fraction < 1:
+                raise click.BadParameter(
+                    f"a fraction in (0, 1) such as 0.1, or a number of requests >= 1 "
+                    f"(got {sample_spec!r})", param_hint="--sample")
+    for name, value in (("--speedup", speedup), ("--rps", rps)):
+        if value is not None and not 0 < value < float("inf"):
+            raise click.BadParameter(f"must be > 0 (got {value})", param_hint=name)
+    if speedup is not None and rps is not None:
+        raise click.UsageError("--speedup and --rps both set the time scale; give one")
+    return Plan(merge=list(merge), model=list(models), service=list(services), failed=failed,
+                window=span, sample_fraction=fraction, sample_n=count, seed=seed, head=head,
+                rebase=rebase, speedup=speedup, rps=rps)

@@ -6,8 +6,10 @@ seconds since the trace start, the shortest text that gives ``arrival_us / 1e6``
 
 A trace read from a Bailian file keeps its chat ids (from ``extra``), raw sub-µs timestamps,
 key order, separators and final newline, so the file comes back byte for byte. For a trace
-from elsewhere: ``chat_id`` is the request_id and ``parent_chat_id`` the parent_request_id
-(-1 when none), ``type`` is the service (``text`` when unknown), and hash ids come from
+from elsewhere: ``chat_id`` is the request_id and ``parent_chat_id`` the parent_request_id,
+or, where the trace has sessions but no links, the request_id of the session's previous
+request (so aiperf's ``bailian_trace`` loader sees the conversations), -1 for a root;
+``type`` is the service (``text`` when unknown), and hash ids come from
 :class:`~llmtraces.formats.mooncake.BlockIds` at 16 tokens per block. ``turn`` is the unified
 turn (from 0; a missing one is the position in the parent chain) plus the file's
 ``turn_base``, or plus 1 for a trace from elsewhere, Bailian numbering roots 1 as far as its
@@ -38,6 +40,7 @@ def write(stream: TraceStream, dest: Path) -> int:
     # block size decides whether ids are kept.
     hash_ids = HashIdColumn(BLOCK_TOKENS, exact_length=False)
     turns = array("q")  # unified turn of each request_id so far (8 bytes per row)
+    last_of: dict[str, int] = {}  # session_id -> its latest request_id (one entry a session)
 
     def records(batch: pa.RecordBatch, layout: dict[str, Any]) -> list[dict[str, Any]]:
         own = stream.meta.get("native_format") == OWN_FORMAT
@@ -59,15 +62,19 @@ def write(stream: TraceStream, dest: Path) -> int:
             "turn": [],
             "hash_ids": hash_ids.rows(batch),
         }
+        session = batch.column("session_id").to_pylist()
         for i in range(batch.num_rows):
             k = kept[i]
+            p = parent[i]
+            if p is None and session[i] is not None:  # linked through its session
+                p = last_of.get(session[i])
+            if session[i] is not None:
+                last_of[session[i]] = rid[i]
             values["chat_id"].append(k.get("chat_id", rid[i]))
-            values["parent_chat_id"].append(
-                k.get("parent_chat_id", -1 if parent[i] is None else parent[i]))
+            values["parent_chat_id"].append(k.get("parent_chat_id", -1 if p is None else p))
             values["timestamp"].append(k.get("timestamp", arrival[i] / 1_000_000))
             t = turn[i]
             if t is None:
-                p = parent[i]
                 t = turns[p] + 1 if p is not None and 0 <= p < len(turns) else 0
             values["turn"].append(k.get("turn", t + base))
             turns.append(t)

@@ -42,9 +42,17 @@ class BlockIds:
 
     How:
 
-    * no ids in the trace: every request gets new ids, unique across the file (no prefix
+    * token ids but no hash ids in the trace (Marconi, Kavier inputs): block ``j`` is
+      identified by the previous block's id and its own tokens, so two requests share ids
+      exactly as far as their token prefixes are equal block for block (a partial last block
+      matches only the same partial block). Within a session, where each turn's prompt starts
+      with the history, the earlier turns' blocks come back with their ids; across sessions
+      only truly identical prefixes share. Where the token ids stop short of the input, the
+      rest are new unique ids;
+    * no ids and no tokens: every request gets new ids, unique across the file (no prefix
       sharing, i.e. no cache hits on replay: the conservative reading of a trace that says
-      nothing about reuse);
+      nothing about reuse, sessions included, since a session alone does not say how much
+      of the history the next prompt repeats);
     * ids at another block size (e.g. Bailian's 16 tokens): a new block is identified by the
       previous new block's id, its token count and the source ids covering its tokens, so two
       requests share a new id exactly when the source ids show their whole prefix up to the
@@ -76,10 +84,14 @@ class BlockIds:
             self._next += count
         return got
 
-    def ids(self, source: list[int] | None, source_block: int | None, tokens: int) -> list[int]:
-        """Ids for one request of ``tokens`` input tokens, from its ``source`` ids (if any)."""
+    def ids(self, source: list[int] | None, source_block: int | None, tokens: int,
+            token_ids: list[int] | None = None) -> list[int]:
+        """Ids for one request of ``tokens`` input tokens, from its ``source`` ids (if any),
+        else from its ``token_ids`` (if any)."""
         size = self.block
         if not source or not source_block:
+            if token_ids:
+                return self._from_tokens(token_ids, tokens)
             return self._fresh(blocks(tokens, size))
         if source_block > size and source_block % size == 0:
             return self._split(source, source_block, tokens)
@@ -92,6 +104,20 @@ class BlockIds:
                 out.extend(self._fresh(blocks(tokens, size) - j))
                 break
             parent = self._lookup((0, parent, end - j * size, *source[lo:hi]), 1)
+            out.append(parent)
+        return out
+
+    def _from_tokens(self, token_ids: list[int], tokens: int) -> list[int]:
+        size = self.block
+        have = min(len(token_ids), tokens)
+        out: list[int] = []
+        parent = -1
+        for j in range(blocks(tokens, size)):
+            lo, hi = j * size, min((j + 1) * size, tokens)
+            if hi > have:
+                out.extend(self._fresh(blocks(tokens, size) - j))
+                break
+            parent = self._lookup((2, parent, hi - lo, *token_ids[lo:hi]), 1)
             out.append(parent)
         return out
 
@@ -141,7 +167,10 @@ class HashIdColumn:
                     f"{sizes[bad[0]]}-token blocks in a trace whose ids are {self.block}-token "
                     "ids; a file cannot mix the two")
             return ids
-        return [self.made.ids(i, s, n) for i, s, n in zip(ids, sizes, tokens, strict=True)]
+        col = batch.column("input_token_ids")
+        toks = col.to_pylist() if col.null_count < batch.num_rows else [None] * batch.num_rows
+        return [self.made.ids(i, s, n, t)
+                for i, s, n, t in zip(ids, sizes, tokens, toks, strict=True)]
 
 
 def required(batch: pa.RecordBatch, column: str, fmt: str, what: str) -> list[Any]:

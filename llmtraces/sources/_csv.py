@@ -111,9 +111,13 @@ def check_header(ctx: ReadContext, header: list[str], required: Sequence[str],
     return True
 
 
-def stream_csv(ctx: ReadContext, names: list[str]) -> Iterator[CsvBatch]:
+def stream_csv(ctx: ReadContext, names: list[str], *, empty_is_null: bool = False
+               ) -> Iterator[CsvBatch]:
     """The data records after the header line, ``len(names)`` fields each, as string columns
     keyed by ``names``, block by block.
+
+    With ``empty_is_null``, an unquoted empty field reads as null and a quoted one (``""``) as
+    the empty string, so a writer can tell the two apart.
 
     A record longer than a block (token-id lists) makes pyarrow refuse the block; the read
     then goes on from the same record with blocks 4x larger, so memory follows the longest
@@ -134,7 +138,8 @@ def stream_csv(ctx: ReadContext, names: list[str]) -> Iterator[CsvBatch]:
             parse_options=pcsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False),
             convert_options=pcsv.ConvertOptions(
                 column_types={name: pa.string() for name in internal},
-                strings_can_be_null=False, quoted_strings_can_be_null=False),
+                strings_can_be_null=empty_is_null, null_values=[""],
+                quoted_strings_can_be_null=False),
         )
         reader = None
         try:

@@ -35,19 +35,21 @@ from . import GZIP_MAGIC, ReadContext
 if TYPE_CHECKING:
     from ..formats import TraceStream
 
-Kind = Literal["int", "number", "string", "int_list"]
+Kind = Literal["int", "number", "string", "int_list", "bool"]
 
 _ARROW: dict[str, pa.DataType] = {
     "int": pa.int64(),
     "number": pa.float64(),
     "string": pa.string(),
     "int_list": pa.list_(pa.int64()),
+    "bool": pa.bool_(),
 }
 _EXPECT = {
     "int": "expected an integer",
     "number": "expected a number",
     "string": "expected a string",
     "int_list": "expected a list of integers",
+    "bool": "expected true or false",
 }
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _BOM = b"\xef\xbb\xbf"
@@ -135,6 +137,17 @@ def first_record_keys(first_line: str) -> set[str] | None:
     return set(obj) if isinstance(obj, dict) else None
 
 
+_TIMESTAMP = re.compile(r'"timestamp"\s*:\s*(-?[0-9][0-9.eE+-]*)')
+
+
+def timestamp_is_float(first_line: str) -> bool:
+    """Whether the first record writes ``timestamp`` as a JSON float (``0.0``, ``1e3``), the
+    sign by which seconds files (vLLM timed_trace, GuideLLM) are told from Mooncake's integer
+    milliseconds. Read from the text, so a record cut at the sniff limit still answers."""
+    m = _TIMESTAMP.search(first_line)
+    return m is not None and any(c in m.group(1) for c in ".eE")
+
+
 def describe_layout(line: str) -> dict[str, Any]:
     """How one record was serialised: key order, separators and ASCII escaping.
 
@@ -209,6 +222,8 @@ def _valid(kind: Kind, value: Any) -> bool:
             type(value) is float and math.isfinite(value))
     if kind == "string":
         return type(value) is str and (value.isascii() or _encodable(value))
+    if kind == "bool":
+        return type(value) is bool
     return type(value) is list and all(
         type(v) is int and _INT64[0] <= v <= _INT64[1] for v in value)
 

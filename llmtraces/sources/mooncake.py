@@ -31,6 +31,7 @@ from ._jsonl import (
     first_record_keys,
     iter_jsonl,
     report_rows,
+    timestamp_is_float,
 )
 
 BLOCK_TOKENS = 512
@@ -60,7 +61,9 @@ class MooncakeJSONL(NativeFormat):
 
     def sniff(self, first_line: str) -> bool:
         keys = first_record_keys(first_line)
-        return keys is not None and set(REQUIRED) <= keys and "chat_id" not in keys
+        # Float timestamps are seconds (vLLM timed_trace): see sources/timed_trace.py.
+        return (keys is not None and set(REQUIRED) <= keys and "chat_id" not in keys
+                and not timestamp_is_float(first_line))
 
     def read(self, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
         last: int | None = None
