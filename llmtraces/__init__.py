@@ -15,7 +15,22 @@ from .api import fetch, iter_requests, load, open_dataset, source  # noqa: E402
 from .convert import convert_file, convert_source  # noqa: E402
 from .request import Request  # noqa: E402
 from .schema import SCHEMA_VERSION, TRACE_SCHEMA  # noqa: E402
+from .transforms import (  # noqa: E402  (filter stays llmtraces.transforms.filter: a builtin)
+    TraceModel,
+    TransformError,
+    fit,
+    head,
+    mean_rate,
+    merge,
+    rate_scale,
+    rebase,
+    sample,
+    synthesize,
+    time_scale,
+    window,
+)
 
-__all__ = ["SCHEMA_VERSION", "TRACE_SCHEMA", "Request", "__version__", "convert_file",
-           "convert_source", "fetch", "iter_requests", "load", "open_dataset", "source",
-           "sources"]
+__all__ = ["SCHEMA_VERSION", "TRACE_SCHEMA", "Request", "TraceModel", "TransformError",
+           "__version__", "convert_file", "convert_source", "fetch", "fit", "head",
+           "iter_requests", "load", "mean_rate", "merge", "open_dataset", "rate_scale", "rebase",
+           "sample", "source", "sources", "synthesize", "time_scale", "window"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -21,7 +22,7 @@ from .formats.parquet import is_unified, read_metadata
 from .paths import home, parquet_root
 from .registry import Source, get_source, load_registry
 from .request import Request
-from .schema import COLUMN_NAMES, SCHEMA_VERSION, TRACE_SCHEMA
+from .schema import COLUMN_NAMES, METADATA_KEY, SCHEMA_VERSION, TRACE_SCHEMA
 
 PathLike = str | os.PathLike[str]
 
@@ -88,7 +89,8 @@ def load(source_or_path: str | PathLike, trace: str | None = None, *,
     Returns
     -------
     pyarrow.Table
-        Rows in native order, schema :data:`llmtraces.TRACE_SCHEMA` (or ``columns``).
+        Rows in native order, schema :data:`llmtraces.TRACE_SCHEMA` (or ``columns``); the trace
+        metadata is in the schema metadata under ``llmtraces.trace`` (JSON).
 
     Examples
     --------
@@ -102,7 +104,12 @@ def load(source_or_path: str | PathLike, trace: str | None = None, *,
     """
     with unified_path(source_or_path, trace, root=root, mirror=mirror, offline=offline,
                       tokenizer=tokenizer) as path:
-        return pq.read_table(path, columns=columns, filters=filter_expression(filter))
+        table = pq.read_table(path, columns=columns, filters=filter_expression(filter))
+        # The trace metadata (licence, time origin, transforms) travels with the table, so a
+        # table handed to llmtraces.transforms or written again keeps it.
+        meta = json.dumps(read_metadata(path), sort_keys=True)
+        return table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                              METADATA_KEY.encode(): meta.encode()})
 
 
 def iter_requests(source_or_path: str | PathLike, trace: str | None = None, *,

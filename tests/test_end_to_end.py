@@ -9,9 +9,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import CODE_NAME, CONV_NAME, SOURCE
 
 import llmtraces
+from conftest import CODE_NAME, CONV_NAME, SOURCE
 from llmtraces.cli import main
 
 
@@ -155,3 +155,16 @@ def test_default_output_never_overwrites_the_input(tmp_path: Path, code_csv: Pat
     assert code == 0, text
     assert (tmp_path / "code.llmtraces.parquet").is_file()
     assert pq.read_table(tmp_path / "code.llmtraces.parquet").num_rows == 8819
+
+
+def test_default_output_names_say_the_format(tmp_path: Path, code_csv: Path,
+                                             monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    for to in ("mooncake", "vllm-timed-trace", "jsonl", "csv", "azure"):
+        code, text = run("convert", str(code_csv), "--to", to)
+        assert code == 0, text
+    names = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".meta.json"))
+    assert names == ["AzureLLMInferenceTrace_code.azure.csv", "AzureLLMInferenceTrace_code.csv",
+                     "AzureLLMInferenceTrace_code.jsonl",
+                     "AzureLLMInferenceTrace_code.mooncake.jsonl",
+                     "AzureLLMInferenceTrace_code.vllm-timed-trace.jsonl"]

@@ -22,7 +22,7 @@ requests = pytest.importorskip("requests")
 
 from llmtraces.serve.sim import FAULT_HEADER, SimConfig, SimServer  # noqa: E402
 
-FAST = {"prefill_tps": 1_000_000.0, "decode_tps": 2_000.0}
+FAST = {"prefill_tps": 1_000_000.0, "decode_tps": 10_000.0}
 
 
 def run(main: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
@@ -383,29 +383,30 @@ def test_prefix_cache_reuses_leading_blocks():
                                                "stream_options": {"include_usage": True}}))
         return out
 
-    cold, warm, half = with_server(body, prefill_tps=5_000.0)
+    cold, warm, half = with_server(body, prefill_tps=10_000.0)
     assert cold.usage["prompt_tokens_details"]["cached_tokens"] == 0
     # 512 tokens = 32 blocks, but one token is always prefilled: 31 blocks reused
     assert warm.usage["prompt_tokens_details"]["cached_tokens"] == 496
     assert half.usage["prompt_tokens_details"]["cached_tokens"] == 256
-    assert cold.ttft >= 0.09 and warm.ttft < cold.ttft / 2
-    off = with_server(body, prefill_tps=5_000.0, prefix_cache=False)
+    assert cold.ttft >= 0.045 and warm.ttft < cold.ttft / 2
+    off = with_server(body, prefix_cache=False)
     assert [r.usage["prompt_tokens_details"]["cached_tokens"] for r in off] == [0, 0, 0]
 
 
 def test_chunked_prefill_bounds_the_stall_of_running_streams():
     async def body(srv, s):
         runner = asyncio.create_task(call(s, srv.url, {
-            "prompt": "a", "max_tokens": 60, "ignore_eos": True, "stream": True}))
-        await asyncio.sleep(0.05)
+            "prompt": "a", "max_tokens": 30, "ignore_eos": True, "stream": True}))
+        await asyncio.sleep(0.03)
         await call(s, srv.url, {"prompt": list(range(2000)), "max_tokens": 1})
         return await runner
 
-    whole = with_server(body, prefill_tps=10_000.0, decode_tps=200.0)
-    chunked = with_server(body, prefill_tps=10_000.0, decode_tps=200.0, prefill_chunk=100)
-    # a 2000-token prefill stalls the other stream 0.2 s at once, or 10 ms per iteration
-    assert max(whole.gaps) >= 0.15
-    assert max(chunked.gaps) < 0.1
+    whole = with_server(body, prefill_tps=20_000.0, decode_tps=400.0)
+    chunked = with_server(body, prefill_tps=20_000.0, decode_tps=400.0, prefill_chunk=100)
+    # a 2000-token prefill stalls the other stream 0.1 s at once, or 5 ms per iteration
+    assert max(whole.gaps) >= 0.08
+    assert max(chunked.gaps) < 0.05
+    assert len(whole.chunks) == len(chunked.chunks) == 30
 
 
 def test_chunk_tokens_groups_tokens_after_the_first():
@@ -467,7 +468,7 @@ def test_faults_chosen_by_header():
         out["stats"] = srv.stats()
         return out
 
-    got = with_server(body, decode_tps=500.0, slow_first_byte_s=0.3)
+    got = with_server(body, decode_tps=2_000.0, slow_first_byte_s=0.15)
     assert isinstance(got["reset"], aiohttp.ClientPayloadError)
     assert isinstance(got["reset-whole"], aiohttp.ClientError)
     bad = [e for e in got["malformed"].events if isinstance(e, bytes)]
@@ -475,7 +476,7 @@ def test_faults_chosen_by_header():
     assert len(got["malformed"].chunks) == 8
     assert isinstance(got["malformed-whole"].body, bytes)   # not JSON
     assert got["error"].status == 500 and got["error"].body["error"]["code"] == 500
-    assert got["slow"].status == 200 and got["slow"].ttft >= 0.3
+    assert got["slow"].status == 200 and got["slow"].ttft >= 0.15
     assert len(got["slow"].chunks) == 8
     assert got["bogus"].status == 400 and got["none"].status == 200
     assert got["after"].status == 200 and len(got["after"].chunks) == 8

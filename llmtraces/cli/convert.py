@@ -21,11 +21,14 @@ def _warn(report: Report, quiet: bool) -> None:
             click.echo(line, err=True)
 
 
-def _default_output(path: Path, suffix: str) -> Path:
-    """``./<name>.<format>``, or ``./<name>.llmtraces.<format>`` where that is the input."""
-    out = Path.cwd() / (path.name.split(".")[0] + suffix)
+def _default_output(path: Path, to: str) -> Path:
+    """``./<name><suffix>`` for a format named like its suffix (``code.parquet``,
+    ``code.csv``), else ``./<name>.<format><suffix>`` (``code.mooncake.jsonl``), since several
+    formats share a suffix; ``.llmtraces`` is added where that would be the input itself."""
+    stem, suffix = path.name.split(".")[0], get_writer(to).suffix
+    out = Path.cwd() / (stem + (suffix if suffix == f".{to}" else f".{to}{suffix}"))
     if out.resolve() == path.resolve():
-        out = out.with_name(path.name.split(".")[0] + ".llmtraces" + suffix)
+        out = out.with_name(f"{stem}.llmtraces{out.name[len(stem):]}")
     return out
 
 
@@ -103,7 +106,7 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
     if path.exists():
         if trace:
             raise click.UsageError("--trace applies to a source id, not to a file path")
-        out = output or _default_output(path, get_writer(to).suffix)
+        out = output or _default_output(path, to)
         rows, report = convert_file(path, out, to=to, strict=strict, options=options,
                                     transform=None if plan.empty() else plan.apply)
         _warn(report, quiet)

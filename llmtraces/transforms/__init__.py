@@ -11,12 +11,19 @@ trace from such a :class:`TraceModel`. See ``docs/transforms.md``.
 
 from __future__ import annotations
 
-from ._stream import (ReplayableStream, TraceLike, TransformError, open_trace, replayable,
-                      to_table)
+from ._stream import (
+    ReplayableStream,
+    TraceLike,
+    TransformError,
+    open_trace,
+    replayable,
+    to_table,
+)
 from .modeled import GammaWindow, TraceModel, fit, synthesize
 from .ops import filter, head, mean_rate, merge, rate_scale, rebase, sample, time_scale, window
 from .pipeline import Plan
 
 __all__ = ["GammaWindow", "Plan", "ReplayableStream", "TraceLike", "TraceModel",
            "TransformError", "filter", "fit", "head", "mean_rate", "merge", "open_trace",
-           "rate_scale", "rebase", "replayable", "sample", "synthesize", "time_scale", "to_table", "window"]
+           "rate_scale", "rebase", "replayable", "sample", "synthesize", "time_scale",
+           "to_table", "window"]

@@ -1,6 +1,6 @@
 """Numerics for the trace model, in pure Python plus pyarrow compute (no numpy, no scipy).
 
-- digamma / trigamma: recurrence up to x >= 6, then their asymptotic series (error < 1e-12).
+- digamma / trigamma: recurrence up to x >= 10, then their asymptotic series (error < 1e-12).
 - Gamma MLE: Minka (2002), "Estimating a Gamma distribution": the generalised-Newton update
   on the shape from the sufficient statistics mean(x) and mean(log x); rate = shape / mean.
 - Bounded Zipf MLE: P(k) ~ k^-s on [k_min, k_max]; the likelihood equation
@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 def digamma(x: float) -> float:
     """ψ(x) for x > 0."""
     result = 0.0
-    while x < 6.0:
+    while x < 10.0:
         result -= 1.0 / x
         x += 1.0
     f = 1.0 / (x * x)
@@ -36,7 +36,7 @@ def digamma(x: float) -> float:
 def trigamma(x: float) -> float:
     """ψ'(x) for x > 0."""
     result = 0.0
-    while x < 6.0:
+    while x < 10.0:
         result += 1.0 / (x * x)
         x += 1.0
     f = 1.0 / (x * x)
