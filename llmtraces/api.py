@@ -37,14 +37,51 @@ def sources(registry: Path | None = None) -> list[Source]:
 
 
 def source(source_id: str, registry: Path | None = None) -> Source:
-    """The registry entry of one source: files, licence, citation, time semantics, quirks."""
+    """The registry entry of one source: files, licence, citation, time semantics, quirks.
+
+    Examples
+    --------
+    >>> s = source("marconi")
+    >>> s.licence.spdx, s.licence.redistributable, len(s.traces)
+    ('CC-BY-NC-4.0', False, 30)
+    """
     return get_source(source_id, registry)
 
 
 def fetch(source_id: str, trace: str | None = None, *, root: PathLike | None = None,
           mirror: str | None = None, file: PathLike | None = None,
           offline: bool | None = None) -> list[Fetched]:
-    """Download and verify a source's native files into the cache (see ``llmtraces fetch``)."""
+    """Download and verify a source's native files into the cache (see ``llmtraces fetch``).
+
+    Parameters
+    ----------
+    source_id : str
+        Registry id (``llmtraces list``).
+    trace : str, optional
+        One trace (or archive) of the source; all when None.
+    root : path, optional
+        Cache home; default ``$LLMTRACES_HOME`` or the user cache folder.
+    mirror : str, optional
+        Base URL tried first, as ``<mirror>/<source-id>/<file-name>``.
+    file : path, optional
+        A file downloaded by hand, verified like a download.
+    offline : bool, optional
+        Never touch the network (default ``$LLMTRACES_OFFLINE``).
+
+    Returns
+    -------
+    list of Fetched
+        Per trace: where the verified file is and where it came from (``cache`` if it was
+        already there).
+
+    Examples
+    --------
+    >>> (got,) = fetch("azure-llm-2023", "code")        # the verified copy in the package
+    >>> got.path.name, got.path.stat().st_size
+    ('AzureLLMInferenceTrace_code.csv', 320117)
+    >>> fetch("azure-llm-2023", "code")[0].origin       # checked once, then trusted
+    'cache'
+    """
     return _fetch(source_id, trace, root=home(root), mirror=mirror,
                   file=Path(file) if file is not None else None, offline=offline)
 

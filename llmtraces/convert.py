@@ -218,6 +218,18 @@ def convert_file(path: Path, dest: Path, *, to: str = "parquet", source: Source 
     ``{"tokenizer": "o200k_base"}``). ``transform``, given the unified stream and the input
     path, returns the stream to write instead (see :class:`llmtraces.transforms.Plan`).
     Returns the number of rows written and the report (warnings included).
+
+    Examples
+    --------
+    >>> import tempfile, llmtraces
+    >>> from llmtraces.paths import bundled_dir
+    >>> native = bundled_dir() / "azure-llm-2023" / "AzureLLMInferenceTrace_code.csv"
+    >>> out = Path(tempfile.mkdtemp()) / "code.parquet"
+    >>> rows, report = convert_file(native, out)
+    >>> rows, report.errors, llmtraces.load(out).column("input_tokens")[0].as_py()
+    (8819, 0, 4808)
+    >>> convert_file(out, out.with_suffix(".jsonl"), to="mooncake")[0]   # unified -> Mooncake
+    8819
     """
     report = Report()
     path = Path(path)
@@ -255,7 +267,15 @@ def convert_source(source_id: str, trace: str | None = None, *, root: Path | Non
                    ) -> list[tuple[str, Path, int, Report]]:
     """Convert the cached native files of a source into the Hive-partitioned dataset.
 
-    Returns ``(trace_id, output path, rows, report)`` per trace.
+    Returns ``(trace_id, output path, rows, report)`` per trace; fetch the files first
+    (:func:`llmtraces.fetch`).
+
+    Examples
+    --------
+    >>> import llmtraces
+    >>> _ = llmtraces.fetch("azure-llm-2023", "code")       # from the copy in the package
+    >>> [(t, rows) for t, _, rows, _ in convert_source("azure-llm-2023", "code")]
+    [('code', 8819)]
     """
     from .discover import resolve
     from .natives import native_files

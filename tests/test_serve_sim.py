@@ -248,6 +248,24 @@ def test_output_lengths_are_seeded_and_honour_min_and_max_tokens():
     assert len({n for n, _, _ in a}) > 1
 
 
+def test_text_prompts_counted_by_a_tokenizer():
+    from llmtraces.tokenize import load_counter
+
+    texts = ["hello world", "antidisestablishmentarianism is long", " ".join(["word"] * 64)]
+    with load_counter("o200k_base", workers=1) as counter:
+        expected = counter.count(texts)
+
+    async def body(srv, s):
+        return [(await call(s, srv.url, {"prompt": t, "max_tokens": 1})).body["usage"]
+                for t in [*texts, texts[2]]]
+
+    got = with_server(body, tokenizer="o200k_base")
+    assert [u["prompt_tokens"] for u in got] == [*expected, expected[2]]
+    assert expected[1] > 4     # not the word count
+    # 64 words: 4 blocks of 16, at most 3 reused; the share of words applies to the tokens
+    assert got[3]["prompt_tokens_details"]["cached_tokens"] == expected[2] * 48 // 64
+
+
 # -- auth, models, health ------------------------------------------------------------------
 
 def test_api_key_is_required_on_v1_only():

@@ -347,7 +347,14 @@ def time_scale(trace: TraceLike, speedup: float) -> ReplayableStream:
 
 def mean_rate(trace: TraceLike) -> float:
     """Mean request rate in requests per second: ``(n - 1) / (last - first arrival)``, the
-    inverse of the mean inter-arrival time (BurstGPT's "average RPS")."""
+    inverse of the mean inter-arrival time (BurstGPT's "average RPS").
+
+    Examples
+    --------
+    >>> from llmtraces.testing import tiny_trace
+    >>> round(mean_rate(tiny_trace()), 3)   # 12 requests over 5.5 s
+    2.0
+    """
     inp = replayable(open_trace(trace))
     facts = arrival_facts(inp)
     if facts.nulls:
