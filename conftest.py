@@ -3,11 +3,16 @@ an empty cache of its own, offline, unable to reach anything but the loopback in
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 from pathlib import Path
 
 import pytest
 from _pytest.doctest import DoctestItem
+
+# Modules that need an optional extra are not imported for doctests when it is missing (the
+# tests that use them skip with the reason).
+collect_ignore = [] if importlib.util.find_spec("aiohttp") else ["llmtraces/serve/sim.py"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
