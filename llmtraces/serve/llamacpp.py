@@ -22,6 +22,7 @@ prompt prefixes unless a request sends ``"cache_prompt": false`` (or the launche
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -150,12 +151,10 @@ class LlamaCppServer:
         self.port = int(self.url.rsplit(":", 1)[1])
         deadline = time.monotonic() + timeout
         while True:
-            try:
+            with contextlib.suppress(urllib.error.URLError, OSError):  # not up yet
                 with urllib.request.urlopen(self.url + "/health", timeout=5) as resp:
                     if resp.status == 200:
                         return self
-            except (urllib.error.URLError, OSError):
-                pass
             if time.monotonic() > deadline:
                 self.stop()
                 raise LlamaCppError(f"llama.cpp server at {self.url} not healthy after "

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import hmac
 import json
@@ -154,10 +155,8 @@ class _Engine:
         """Stop iterating and end every sequence still in the engine."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         for seq in [*self.running, *self.waiting]:
             if not seq.finished:
                 seq.abort()
@@ -182,10 +181,8 @@ class _Engine:
             return
         seq.cancelled = True
         self.stats["cancelled"] += 1
-        try:
+        with contextlib.suppress(ValueError):
             self.waiting.remove(seq)
-        except ValueError:
-            pass
         self._wake.set()
 
     def _fits(self, seq: _Seq) -> bool:
@@ -453,17 +450,15 @@ class SimServer:
             self._stopped = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
+                # Not possible off the main thread (or on Windows): Ctrl-C then ends it anyway.
+                with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self._stopped.set)
-                except (NotImplementedError, RuntimeError):  # not the main thread / Windows
-                    pass
             await self.start_async()
             if on_ready is not None:
                 on_ready(self.url)
             try:
-                await asyncio.wait_for(self._stopped.wait(), duration)
-            except TimeoutError:
-                pass
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), duration)
             finally:
                 await self.stop_async()
 
@@ -782,8 +777,8 @@ class SimServer:
                 await resp.write(_sse({**head, "choices": [], "usage": self._usage(req, seq)}))
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
-        except (ConnectionError, RuntimeError):  # the client went away mid-stream
-            pass
+        except (ConnectionError, RuntimeError):
+            return resp  # the client went away mid-stream: nothing more to send
         return resp
 
 
@@ -798,8 +793,6 @@ def _reset(request: web.Request) -> None:
         return
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
     transport.abort()
