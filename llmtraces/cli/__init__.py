@@ -24,6 +24,7 @@ VERBS = {
     "registry": "registry",
     "serve-sim": "serve_sim",
     "serve-llamacpp": "serve_llamacpp",
+    "replay": "replay",
 }
 
 

@@ -17,7 +17,6 @@ linear interpolation between order statistics (numpy's default, as vLLM and AIPe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -374,7 +373,3 @@ def timeseries(source: pa.Table | Path, window_s: float, *,
         start = stop
     return pa.table(rows, schema=schema)
 
-
-def finite(x: float | None) -> bool:
-    """Whether ``x`` is a finite number."""
-    return x is not None and math.isfinite(x)

@@ -1,0 +1,264 @@
+"""One request to an OpenAI-compatible server, streaming (SSE) or not, with its timings and
+its error class; and the probe that checks the server is up before a run. Needs aiohttp.
+
+Times are ``time.perf_counter()`` seconds. A chunk time is taken when an SSE event with
+output text (``choices[0].text``, or ``delta.content`` / ``delta.reasoning_content`` for chat)
+has been read and parsed; events without text (the chat role event, ``finish_reason``,
+usage) are not chunks. Output tokens come from ``usage`` (the last event or body carrying
+it); without usage the chunk count stands in (``usage_source = "chunks"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from .errors import ReplayError
+
+DETAIL_CHARS = 200
+
+
+@dataclass
+class Outcome:
+    """What happened to one request."""
+
+    sent: float = 0.0
+    status: int | None = None
+    first: float | None = None
+    chunks: list[float] = field(default_factory=list)
+    end: float = 0.0
+    usage: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    detail: str | None = None
+    done: bool = False
+
+    def fail(self, error: str, detail: object = None) -> None:
+        """Record the first error class (later ones do not replace it)."""
+        if self.error is None:
+            self.error = error
+            text = str(detail) if detail is not None else None
+            self.detail = text[:DETAIL_CHARS] if text else None
+
+
+def _text_of(choice: dict[str, Any]) -> str | None:
+    if "text" in choice:
+        text = choice.get("text")
+        return text if isinstance(text, str) else None
+    delta = choice.get("delta") or choice.get("message") or {}
+    if not isinstance(delta, dict):
+        return None
+    for key in ("content", "reasoning_content", "reasoning"):
+        value = delta.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _event(out: Outcome, data: str) -> None:
+    """Apply one SSE event's data to ``out``."""
+    if data == "[DONE]":
+        out.done = True
+        return
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        out.fail("malformed", f"SSE event is not JSON: {data[:80]!r}")
+        return
+    if not isinstance(obj, dict):
+        out.fail("malformed", f"SSE event is not a JSON object: {data[:80]!r}")
+        return
+    if obj.get("error") is not None:
+        err = obj["error"]
+        msg = err.get("message") if isinstance(err, dict) else err
+        out.fail("stream_error", msg)
+        return
+    usage = obj.get("usage")
+    if isinstance(usage, dict):
+        out.usage = usage
+    choices = obj.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        text = _text_of(choices[0])
+        if text:
+            now = time.perf_counter()
+            if out.first is None:
+                out.first = now
+            out.chunks.append(now)
+        reason = choices[0].get("finish_reason")
+        if reason:
+            out.finish_reason = reason
+
+
+async def _read_sse(resp: aiohttp.ClientResponse, out: Outcome) -> None:
+    """Read an event stream to its end, parsing events as they complete."""
+    data: list[str] = []
+    while True:
+        try:
+            raw = await resp.content.readline()
+        except ValueError as exc:  # a line past aiohttp's limit
+            out.fail("malformed", f"SSE line too long: {exc}")
+            return
+        if not raw:
+            break
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line:
+            if data:
+                _event(out, "\n".join(data))
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+        elif name not in ("event", "id", "retry"):
+            out.fail("malformed", f"not an SSE line: {line[:80]!r}")
+    if data:
+        _event(out, "\n".join(data))
+    if not out.done:
+        out.fail("stream_cut", "the event stream ended without data: [DONE]")
+
+
+def _body_error(status: int, body: bytes) -> str:
+    try:
+        obj = json.loads(body)
+        err = obj.get("error", obj) if isinstance(obj, dict) else obj
+        msg = err.get("message", err) if isinstance(err, dict) else err
+        return f"HTTP {status}: {msg}"
+    except ValueError:
+        return f"HTTP {status}: {body[:DETAIL_CHARS].decode('utf-8', 'replace')}"
+
+
+def _whole(out: Outcome, body: bytes) -> None:
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        out.fail("malformed", f"response body is not JSON ({len(body)} bytes)")
+        return
+    if not isinstance(obj, dict):
+        out.fail("malformed", "response body is not a JSON object")
+        return
+    if isinstance(obj.get("usage"), dict):
+        out.usage = obj["usage"]
+    choices = obj.get("choices")
+    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
+        out.fail("malformed", "response has no choices")
+        return
+    out.finish_reason = choices[0].get("finish_reason")
+    out.done = True
+
+
+def classify(exc: BaseException, started: bool) -> tuple[str, str]:
+    """The error class of an exception, and a short detail; ``started``: the response's
+    status line had arrived (a failure then is a cut stream)."""
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "timeout", detail
+    if started:
+        return "stream_cut", detail
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_err = getattr(exc, "os_error", None)
+        if isinstance(os_err, ConnectionRefusedError) or \
+                getattr(os_err, "errno", None) == errno.ECONNREFUSED:
+            return "connection_refused", detail
+        return "connect_error", detail
+    if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
+        return "connection_reset", detail
+    if isinstance(exc, aiohttp.ClientOSError):
+        if exc.errno in (errno.ECONNRESET, errno.EPIPE):
+            return "connection_reset", detail
+        if exc.errno == errno.ECONNREFUSED:
+            return "connection_refused", detail
+        return "connect_error", detail
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return "stream_cut", detail
+    return "client_error", detail
+
+
+async def send(session: aiohttp.ClientSession, url: str, body: bytes, *, stream: bool,
+               headers: dict[str, str], timeout: float | None,
+               out: Outcome | None = None) -> Outcome:
+    """POST ``body`` to ``url`` and read the answer into ``out`` (a new one by default);
+    never raises for a failed request. Cancelled, it records ``cancelled`` and re-raises."""
+    out = Outcome() if out is None else out
+    started = False
+    tmo = aiohttp.ClientTimeout(total=timeout)
+    out.sent = time.perf_counter()
+    try:
+        async with session.post(url, data=body, headers=headers, timeout=tmo) as resp:
+            started = True
+            out.status = resp.status
+            if resp.status != 200:
+                raw = await resp.content.read(64 * 1024)
+                out.fail(f"http_{resp.status}", _body_error(resp.status, raw))
+            elif stream and resp.content_type == "text/event-stream":
+                await _read_sse(resp, out)
+            else:
+                _whole(out, await resp.read())
+    except asyncio.CancelledError:
+        out.fail("cancelled", "still in flight when the run stopped")
+        out.end = time.perf_counter()
+        raise
+    except Exception as exc:  # every failure is recorded, the run goes on
+        out.fail(*classify(exc, started))
+    out.end = time.perf_counter()
+    return out
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What ``GET /v1/models`` said (all None when the server has no such route)."""
+
+    model: str | None
+    vocab_size: int | None
+    max_model_len: int | None
+    models: list[str]
+
+
+def _vocab(entry: dict[str, Any]) -> int | None:
+    for value in (entry.get("vocab_size"), (entry.get("meta") or {}).get("n_vocab")):
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+async def probe(session: aiohttp.ClientSession, base: str, headers: dict[str, str],
+                timeout: float = 10.0) -> ServerInfo:
+    """``GET base/v1/models``; a server that is down, refuses the key or answers something
+    that is not HTTP is one clear :class:`ReplayError`."""
+    url = base + "/v1/models"
+    try:
+        async with session.get(url, headers=headers,
+                               timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            if resp.status in (401, 403):
+                raise ReplayError(f"the server at {base} refused the API key (HTTP "
+                                  f"{resp.status}); pass --api-key or set OPENAI_API_KEY")
+            if resp.status != 200:
+                return ServerInfo(None, None, None, [])
+            try:
+                obj = await resp.json(content_type=None)
+            except ValueError:
+                return ServerInfo(None, None, None, [])
+    except ReplayError:
+        raise
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        kind, _ = classify(exc, False)
+        why = {"connection_refused": "connection refused: is the server running on that port?",
+               "timeout": f"no answer within {timeout:.0f} s"}.get(kind, f"{type(exc).__name__}:"
+                                                                      f" {exc}")
+        raise ReplayError(f"cannot reach the server at {base} ({why})") from None
+    data = obj.get("data") if isinstance(obj, dict) else None
+    entries = [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+    if not entries:
+        return ServerInfo(None, None, None, [])
+    first = entries[0]
+    mml = first.get("max_model_len")
+    return ServerInfo(str(first.get("id")) if first.get("id") is not None else None,
+                      _vocab(first), mml if isinstance(mml, int) else None,
+                      [str(e.get("id")) for e in entries])

@@ -1,0 +1,538 @@
+"""The replay itself: a producer thread builds request bodies ahead of time; a dispatcher on
+a dedicated event loop sends each one at its due time; every answer becomes a row.
+
+Precision: the dispatcher sleeps until ~1 ms before a request is due (the event loop's
+timers have millisecond granularity), then yields to the loop in a tight ``sleep(0)`` spin
+until the due instant, and hands the request to aiohttp. Prompts, JSON bodies and the trace
+reading happen in the producer thread, up to ``lookahead`` requests ahead, and Parquet writes
+in the recorder's thread, so the loop thread does little besides sending and reading; the
+interpreter's thread switch interval is lowered during the run so that those threads give
+the loop the GIL back quickly. uvloop is used when it is installed.
+
+Open loop by default: a request is sent at its time whatever is in flight. With
+``max_concurrency`` the dispatcher waits for a free slot (requests keep their order); the
+wait is the row's ``queue_s`` and dispatch lateness is measured from the slot's release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime as _dt
+import functools
+import gc
+import importlib
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pyarrow.parquet as pq
+
+from ..atomic import atomic_path
+from ..transforms import TraceLike
+from . import client, metrics
+from .errors import ReplayError
+from .prompts import BodySpec, PromptBuilder, TextRenderer, encode, make_body
+from .recorder import REQUESTS, Recorder, empty_row
+from .schedule import Schedule, Timing
+
+SUMMARY = "summary.json"
+TIMESERIES = "timeseries.parquet"
+#: the dispatcher sleeps until this long before a due time, then spins: the loop's timers
+#: round up to the millisecond, and a sleeping thread wakes some 100 us late on a busy VM
+SPIN_S = 0.002
+#: longest single sleep, so a stop request is seen quickly during long trace gaps
+MAX_SLEEP_S = 0.25
+APIS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+
+
+@dataclass
+class ReplayConfig:
+    """Every option of a replay (the CLI's flags)."""
+
+    endpoint: str = "http://127.0.0.1:8000"
+    api: str = "completions"
+    model: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict)
+    stream: bool = True
+    prompt_format: str = "auto"          # auto, ids, text
+    prompt_source: str = "synthetic"     # synthetic, ids
+    vocab_size: int | None = None
+    tokenizer: str | None = None
+    ignore_eos: bool = True
+    default_output_tokens: int = 128
+    seed: int = 0
+    timing: Timing = field(default_factory=Timing)
+    max_concurrency: int | None = None
+    timeout_s: float | None = 600.0
+    slo: metrics.Slo | None = None
+    window_s: float = 10.0
+    percentiles: list[float] = field(default_factory=lambda: [50.0, 90.0, 99.0])
+    grace_s: float = 5.0
+    lookahead: int = 2048
+    progress: bool = False
+    flush_rows: int = 2048
+    flush_s: float = 1.0
+
+    def urls(self) -> tuple[str, str, str]:
+        """(base URL, request URL, api) from ``endpoint``: a base URL, or the full URL of
+        ``/v1/completions`` or ``/v1/chat/completions`` (which then sets the api)."""
+        url = self.endpoint.rstrip("/")
+        for api, path in APIS.items():
+            if url.endswith(path):
+                return url[: -len(path)], url, api
+        if url.endswith("/v1"):
+            url = url[:-3]
+        if self.api not in APIS:
+            raise ReplayError(f"--api must be one of {', '.join(APIS)} (got {self.api!r})")
+        return url, url + APIS[self.api], self.api
+
+
+@dataclass
+class _Item:
+    """A request ready to send."""
+
+    due: float
+    request_id: int
+    source_row: int
+    session_id: str | None
+    turn: int | None
+    parent_request_id: int | None
+    input_tokens: int
+    max_tokens: int
+    body: bytes | None          # None: not sendable (bad_prompt)
+    detail: str | None = None
+    recorded: bool = False
+
+
+class _Producer(threading.Thread):
+    """Builds bodies from the schedule into a bounded deque, ahead of the dispatcher."""
+
+    def __init__(self, schedule: Schedule, builder: PromptBuilder, spec: BodySpec,
+                 renderer: TextRenderer | None, cfg: ReplayConfig) -> None:
+        super().__init__(name="llmtraces-replay-producer", daemon=True)
+        self.schedule, self.builder, self.spec, self.renderer = schedule, builder, spec, renderer
+        self.cfg = cfg
+        self.items: collections.deque[_Item] = collections.deque()
+        self.done = threading.Event()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.count = 0
+
+    def run(self) -> None:
+        try:
+            for s in self.schedule:
+                while len(self.items) >= self.cfg.lookahead and not self.stop.is_set():
+                    time.sleep(0.0005)
+                if self.stop.is_set():
+                    return
+                self.items.append(self._item(s.due_s, s.request))
+                self.count += 1
+                time.sleep(0)  # give the GIL back to the dispatcher after each body
+        except BaseException as exc:  # handed to the dispatcher, which ends the run
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def _item(self, due: float, req: Any) -> _Item:
+        out = req.output_tokens
+        max_tokens = self.cfg.default_output_tokens if out is None else max(1, int(out))
+        prompt = self.builder.build(req, max_tokens)
+        item = _Item(due, req.request_id, req.source_row, req.session_id, req.turn,
+                     req.parent_request_id, len(prompt.units), max_tokens, None)
+        vocab = self.spec.vocab_size
+        if prompt.own_ids and vocab is not None and prompt.units and \
+                max(prompt.units) >= vocab:
+            item.detail = (f"the trace's token id {max(prompt.units)} is outside the "
+                           f"vocabulary (--vocab-size {vocab})")
+            return item
+        item.body = encode(make_body(self.spec, prompt, max_tokens, self.renderer))
+        return item
+
+
+def _row(item: _Item, t0: float, ready: float | None, out: client.Outcome | None,
+         stream: bool) -> dict[str, Any]:
+    """The ``requests.parquet`` row of one request."""
+    row = empty_row()
+    row.update(request_id=item.request_id, source_row=item.source_row,
+               session_id=item.session_id, turn=item.turn,
+               parent_request_id=item.parent_request_id, scheduled_s=item.due,
+               input_tokens=item.input_tokens, output_tokens_asked=item.max_tokens)
+    if ready is not None:
+        row["ready_s"] = ready - t0
+        row["queue_s"] = max(0.0, row["ready_s"] - item.due)
+    if out is None:
+        row.update(ok=False, error="bad_prompt", error_detail=item.detail)
+        return row
+    if out.sent:
+        row["sent_s"] = out.sent - t0
+        if ready is not None:
+            row["lateness_s"] = out.sent - ready
+    row["end_s"] = (out.end - t0) if out.end else None
+    row["chunk_times_s"] = [c - t0 for c in out.chunks]
+    row["chunks"] = len(out.chunks)
+    row["first_token_s"] = (out.first - t0) if out.first is not None else None
+    row.update(status=out.status, error=out.error, error_detail=out.detail,
+               finish_reason=out.finish_reason)
+    ok = out.error is None and out.status == 200
+    row["ok"] = ok
+    usage = out.usage or {}
+    got = usage.get("completion_tokens")
+    if isinstance(got, int):
+        row["output_tokens"], row["usage_source"] = got, "usage"
+    elif stream and out.chunks:
+        row["output_tokens"], row["usage_source"] = len(out.chunks), "chunks"
+    prompt = usage.get("prompt_tokens")
+    row["prompt_tokens"] = prompt if isinstance(prompt, int) else None
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    row["cached_tokens"] = cached if isinstance(cached, int) else None
+    if out.sent and out.end:
+        row["e2e_s"] = out.end - out.sent
+    if out.first is not None and out.sent:
+        row["ttft_s"] = out.first - out.sent
+    n = row["output_tokens"]
+    if ok and n is not None:
+        row["short_output"] = n < item.max_tokens
+        if n >= 2 and row["ttft_s"] is not None and row["e2e_s"] is not None:
+            row["tpot_s"] = (row["e2e_s"] - row["ttft_s"]) / (n - 1)
+    return row
+
+
+class Replay:
+    """One replay run: build with a trace and a config, then :meth:`run`."""
+
+    def __init__(self, trace: TraceLike, cfg: ReplayConfig, out: Path,
+                 echo: Callable[[str], None] | None = None) -> None:
+        self.cfg, self.out = cfg, Path(out)
+        self.echo = echo or (lambda msg: print(msg, file=sys.stderr))
+        self.base, self.url, self.api = cfg.urls()
+        if cfg.prompt_format not in ("auto", "ids", "text"):
+            raise ReplayError("--prompt-format must be auto, ids or text")
+        if cfg.prompt_source not in ("synthetic", "ids"):
+            raise ReplayError("--prompt-source must be synthetic or ids")
+        if self.api == "chat" and (cfg.prompt_format == "ids" or cfg.prompt_source == "ids"):
+            raise ReplayError("chat requests carry text: token-id prompts "
+                              "(--prompt-format ids, --prompt-source ids) need --api "
+                              "completions")
+        if cfg.slo is not None and cfg.slo.ttft_ms is not None and not cfg.stream:
+            raise ReplayError("--slo ttft needs streaming: a non-streaming answer has no "
+                              "first-token time")
+        if cfg.max_concurrency is not None and cfg.max_concurrency < 1:
+            raise ReplayError("--max-concurrency must be >= 1")
+        self.schedule = Schedule(trace, cfg.timing)
+        self.stop_reason: str | None = None
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sent = 0
+        self.done = 0
+        self.failed = 0
+        self._late_max = 0.0
+        self.t0 = 0.0
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        h = {"Content-Type": "application/json"}
+        if self.cfg.api_key:
+            h["Authorization"] = f"Bearer {self.cfg.api_key}"
+        return h
+
+    def _spec(self, info: client.ServerInfo) -> tuple[BodySpec, TextRenderer | None]:
+        cfg = self.cfg
+        vocab = cfg.vocab_size if cfg.vocab_size is not None else info.vocab_size
+        fmt = cfg.prompt_format
+        if cfg.prompt_source == "ids":
+            fmt = "ids"
+        elif fmt == "auto":
+            fmt = "ids" if self.api == "completions" and vocab is not None else "text"
+        if fmt == "ids" and vocab is None and cfg.prompt_source != "ids":
+            raise ReplayError("token-id prompts need the vocabulary size: pass --vocab-size N "
+                              "(the server does not say it at /v1/models)")
+        model = cfg.model if cfg.model is not None else info.model
+        renderer = TextRenderer(cfg.tokenizer) if fmt == "text" or self.api == "chat" \
+            else None
+        return BodySpec(self.api, model, cfg.stream, cfg.ignore_eos, fmt, vocab,
+                        dict(cfg.extra)), renderer
+
+    # -- the run -------------------------------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        """Stop dispatching (a second call also cancels what is in flight)."""
+        if self.stop_reason is not None:
+            for task in list(self._tasks):
+                task.cancel()
+            return
+        self.stop_reason = reason
+        self._stop.set()
+
+    async def _next(self, prod: _Producer) -> _Item | None:
+        while True:
+            if prod.items:
+                return prod.items.popleft()
+            if prod.done.is_set() and not prod.items:
+                if prod.error is not None:
+                    raise prod.error
+                return None
+            if self._stop.is_set():
+                return None
+            await asyncio.sleep(0.0005)
+
+    async def _one(self, session: aiohttp.ClientSession, item: _Item, ready: float,
+                   sem: asyncio.Semaphore | None, recorder: Recorder) -> None:
+        out = client.Outcome()
+        item.recorded = True
+        try:
+            if item.body is None:
+                recorder.add(_row(item, self.t0, ready, None, self.cfg.stream))
+                self.failed += 1
+                return
+            try:
+                await client.send(session, self.url, item.body, stream=self.cfg.stream,
+                                  headers=self._headers(), timeout=self.cfg.timeout_s,
+                                  out=out)
+            except asyncio.CancelledError:
+                pass  # recorded as cancelled below
+            late = out.sent - ready if out.sent else 0.0
+            if late > self._late_max:
+                self._late_max = late
+            row = _row(item, self.t0, ready, out, self.cfg.stream)
+            recorder.add(row)
+            if not row["ok"]:
+                self.failed += 1
+        finally:
+            self.done += 1
+            if sem is not None:
+                sem.release()
+
+    async def _dispatch(self, session: aiohttp.ClientSession, prod: _Producer,
+                        recorder: Recorder) -> None:
+        loop = asyncio.get_running_loop()
+        sem = asyncio.Semaphore(self.cfg.max_concurrency) if self.cfg.max_concurrency else None
+        clock = time.perf_counter
+        while not self._stop.is_set():
+            item = await self._next(prod)
+            if item is None:
+                break
+            due = self.t0 + item.due
+            while not self._stop.is_set():
+                left = due - clock()
+                if left <= SPIN_S:
+                    break
+                await asyncio.sleep(min(left - SPIN_S, MAX_SLEEP_S))
+            while clock() < due and not self._stop.is_set():
+                await asyncio.sleep(0)
+            if self._stop.is_set():
+                break
+            ready = due
+            if sem is not None:
+                waits = sem.locked()
+                await sem.acquire()
+                if self._stop.is_set():
+                    sem.release()
+                    break
+                if waits:
+                    ready = max(clock(), due)
+            self.sent += 1
+            task = loop.create_task(self._one(session, item, ready, sem, recorder))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._unstarted, item=item, ready=ready,
+                                                     sem=sem, recorder=recorder))
+
+    def _unstarted(self, task: asyncio.Task[None], item: _Item, ready: float,
+                   sem: asyncio.Semaphore | None, recorder: Recorder) -> None:
+        """A task cancelled before it ran: its request was never sent; record that."""
+        if item.recorded:
+            return
+        out = client.Outcome()
+        out.fail("cancelled", "dispatched but cancelled before it was sent")
+        recorder.add(_row(item, self.t0, ready, out, self.cfg.stream))
+        self.failed += 1
+        self.done += 1
+        if sem is not None:
+            sem.release()
+
+    async def _housekeeping(self, recorder: Recorder) -> None:
+        last = 0.0
+        ticks = 0
+        while True:
+            await asyncio.sleep(0.25)
+            ticks += 1
+            # reference cycles (aiohttp's futures, exceptions) are collected here, young
+            # generations often and the old one every 15 s, rather than whenever the
+            # allocation counter says: a full collection can pause the loop for many ms
+            gc.collect(2 if ticks % 60 == 0 else 1)
+            recorder.tick()
+            now = time.perf_counter()
+            if self.cfg.progress and now - last >= 0.5:
+                last = now
+                sys.stderr.write(
+                    f"\r{now - self.t0:7.1f}s  sent {self.sent:,}  done {self.done:,}  "
+                    f"in flight {len(self._tasks):,}  failed {self.failed:,}  "
+                    f"max late {self._late_max * 1000:.1f} ms   ")
+                sys.stderr.flush()
+
+    async def _main(self, recorder: Recorder) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGINT, self.request_stop, "interrupted")
+            loop.add_signal_handler(signal.SIGTERM, self.request_stop, "terminated")
+        conn = aiohttp.TCPConnector(limit=self.cfg.max_concurrency or 0, limit_per_host=0,
+                                    keepalive_timeout=30)
+        async with aiohttp.ClientSession(connector=conn, auto_decompress=False,
+                                         timeout=aiohttp.ClientTimeout(total=None)) as session:
+            info = await client.probe(session, self.base, self._headers())
+            spec, renderer = self._spec(info)
+            self.spec = spec
+            prod = _Producer(self.schedule, PromptBuilder(
+                self.cfg.seed, use_trace_ids=self.cfg.prompt_source == "ids"), spec,
+                renderer, self.cfg)
+            self.producer, self.renderer = prod, renderer
+            prod.start()
+            deadline = time.monotonic() + 10.0
+            while (len(prod.items) < min(256, self.cfg.lookahead) and not prod.done.is_set()
+                   and time.monotonic() < deadline):
+                await asyncio.sleep(0.005)
+            # objects alive now (trace decoding, tokenizer tables) never need collecting:
+            # keep them out of the collector's way, so its pauses stay short during the run
+            gc.collect()
+            gc.freeze()
+            gc.disable()  # collections run in the housekeeping task instead (young ones)
+            self.t0 = time.perf_counter()
+            self.t0_unix = time.time()
+            house = loop.create_task(self._housekeeping(recorder))
+            try:
+                try:
+                    await self._dispatch(session, prod, recorder)
+                except Exception:
+                    self.stop_reason = "crashed"
+                    if self._tasks:  # let what is in flight finish, briefly
+                        await asyncio.wait(set(self._tasks), timeout=self.cfg.grace_s)
+                    raise
+                if self._tasks:
+                    grace = self.cfg.grace_s if self.stop_reason else None
+                    await asyncio.wait(set(self._tasks), timeout=grace)
+                for task in list(self._tasks):
+                    task.cancel()
+                if self._tasks:
+                    await asyncio.wait(set(self._tasks), timeout=5.0)
+            finally:
+                prod.stop.set()
+                for task in list(self._tasks):
+                    task.cancel()
+                if self._tasks:
+                    await asyncio.wait(set(self._tasks), timeout=5.0)
+                house.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await house
+                if self.cfg.progress:
+                    sys.stderr.write("\n")
+        return {"server": info}
+
+    def run(self) -> dict[str, Any]:
+        """Replay, write the outputs and return the summary (also on Ctrl-C; a crash still
+        writes ``requests.parquet`` and ``summary.json`` of what ran, then re-raises)."""
+        recorder = Recorder(self.out, flush_rows=self.cfg.flush_rows, flush_s=self.cfg.flush_s)
+        loop = _new_loop()
+        old_switch = sys.getswitchinterval()
+        sys.setswitchinterval(0.0002)
+        info: client.ServerInfo | None = None
+        crash: BaseException | None = None
+        try:
+            got = loop.run_until_complete(self._main(recorder))
+            info = got["server"]
+        except BaseException as exc:
+            crash = exc
+        finally:
+            sys.setswitchinterval(old_switch)
+            gc.enable()
+            gc.unfreeze()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+        try:
+            recorder.close()
+        except BaseException:
+            if crash is None:
+                raise
+        if crash is not None and self.t0 == 0.0:
+            raise crash  # nothing was sent (server down, bad options): no outputs
+        summary = self._finish(info, crash)
+        if crash is not None:
+            raise crash
+        return summary
+
+    def _finish(self, info: client.ServerInfo | None,
+                crash: BaseException | None) -> dict[str, Any]:
+        cfg = self.cfg
+        path = self.out / REQUESTS
+        table = pq.read_table(path, columns=[c for c in metrics._SCALAR_COLUMNS])
+        summary: dict[str, Any] = {
+            "format": "llmtraces.replay-summary", "version": 1,
+            "started_at": _dt.datetime.fromtimestamp(self.t0_unix, _dt.UTC)
+            .isoformat().replace("+00:00", "Z"),
+            "stop_reason": "crashed" if crash is not None else (self.stop_reason or
+                                                                "completed"),
+            "crash": f"{type(crash).__name__}: {crash}" if crash is not None else None,
+            "trace": {k: self.schedule.meta.get(k) for k in (
+                "source", "trace", "native_file", "native_sha256", "rows", "time_origin",
+                "transforms") if k in self.schedule.meta},
+            "server": {
+                "endpoint": self.url, "api": self.api, "model": self.spec.model,
+                "stream": cfg.stream, "prompt_format": self.spec.prompt_format,
+                "prompt_source": cfg.prompt_source, "vocab_size": self.spec.vocab_size,
+                "vocab_from_server": cfg.vocab_size is None and info is not None
+                and info.vocab_size is not None,
+                "tokenizer": (self.renderer.identity.get("name")
+                              if self.renderer is not None else None),
+                "ignore_eos": cfg.ignore_eos, "extra": cfg.extra,
+                "api_key": "set" if cfg.api_key else None,
+            },
+            "options": {"timing": cfg.timing.as_dict(), "max_concurrency": cfg.max_concurrency,
+                        "timeout_s": cfg.timeout_s, "seed": cfg.seed,
+                        "default_output_tokens": cfg.default_output_tokens,
+                        "percentiles": cfg.percentiles, "window_s": cfg.window_s,
+                        "slo_ms": cfg.slo.as_dict() if cfg.slo else None},
+            "prompts": {"history_missing": self.producer.builder.history_missing,
+                        "text_exact_by_construction": (self.renderer.exact
+                                                       if self.renderer else None),
+                        "text_corrected": self.renderer.corrected if self.renderer else 0},
+            "metrics": metrics.summarize(path, percentiles=cfg.percentiles, slo=cfg.slo),
+            "fidelity": metrics.fidelity(table, cfg.percentiles),
+        }
+        ts = metrics.timeseries(table, cfg.window_s, percentiles=cfg.percentiles, slo=cfg.slo)
+        with atomic_path(self.out / TIMESERIES) as tmp:
+            pq.write_table(ts, tmp)
+        with atomic_path(self.out / SUMMARY) as tmp:
+            tmp.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+        return summary
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """A fresh event loop: uvloop's when installed."""
+    try:
+        uvloop = importlib.import_module("uvloop")  # optional; not a dependency
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def replay(trace: TraceLike, out: Path, cfg: ReplayConfig | None = None,
+           **options: Any) -> dict[str, Any]:
+    """Replay ``trace`` (a unified Parquet path, native file or Table) against a server and
+    write ``requests.parquet``, ``summary.json`` and ``timeseries.parquet`` into ``out``;
+    return the summary. ``options`` are :class:`ReplayConfig` fields."""
+    if cfg is None:
+        cfg = ReplayConfig(**options)
+    return Replay(trace, cfg, out).run()

@@ -1,0 +1,191 @@
+"""When each request is due: the trace's own arrivals, scaled or replaced, streamed.
+
+Selections and the time axis reuse :mod:`llmtraces.transforms`, in this order: failed rows
+dropped (``skip_failed``), ``window``, ``head`` (``max_requests``), ``rebase`` (the first
+request is due at 0), then ``time_scale`` (``speedup``) or ``rate_scale`` (``rps``). With
+``arrivals="poisson"`` or ``"gamma"`` the trace's lengths are kept and its arrival times
+replaced by a renewal process at ``rps`` (Gamma shape ``1/cv^2``); with ``modeled`` they come
+from :func:`~llmtraces.transforms.synthesize` of the trace's
+:func:`~llmtraces.transforms.fit` (per-window Gamma). ``duration_s`` ends the schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ..formats import TraceStream
+from ..request import Request
+from ..transforms import (
+    TraceLike,
+    filter,
+    fit,
+    head,
+    open_trace,
+    rate_scale,
+    rebase,
+    synthesize,
+    time_scale,
+    window,
+)
+from ..transforms._math import Sampler
+from .errors import ReplayError
+
+ARRIVALS = ("trace", "poisson", "gamma")
+#: rows decoded into Request records at a time (small: the producer shares the GIL)
+DECODE_ROWS = 256
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The timing options of a replay (the CLI's ``--speedup``, ``--rps``, ...)."""
+
+    speedup: float | None = None
+    rps: float | None = None
+    window: tuple[float, float] | None = None
+    max_requests: int | None = None
+    duration_s: float | None = None
+    arrivals: str = "trace"
+    cv: float = 1.0
+    modeled: bool = False
+    model_window_s: float = 1200.0
+    seed: int = 0
+    skip_failed: bool = False
+
+    def check(self) -> Timing:
+        """Raise :class:`ReplayError` for contradictory or bad options; return self."""
+        if self.arrivals not in ARRIVALS:
+            raise ReplayError(f"--arrivals must be one of {', '.join(ARRIVALS)}")
+        if self.speedup is not None and self.rps is not None and self.arrivals == "trace" \
+                and not self.modeled:
+            raise ReplayError("give one of --speedup and --rps: both set the time scale")
+        if self.arrivals != "trace" and self.rps is None:
+            raise ReplayError(f"--arrivals {self.arrivals} needs --rps R")
+        if self.modeled and self.arrivals != "trace":
+            raise ReplayError("--modeled and --arrivals both set the arrivals: give one")
+        if self.modeled and self.speedup is not None:
+            raise ReplayError("--modeled takes --rps (the model's rate is scaled), not "
+                              "--speedup")
+        for name in ("speedup", "rps", "duration_s"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ReplayError(f"--{name.removesuffix('_s')} must be > 0 (got {value})")
+        if not (self.cv > 0 and math.isfinite(self.cv)):
+            raise ReplayError(f"--cv must be > 0 (got {self.cv})")
+        if self.max_requests is not None and self.max_requests < 1:
+            raise ReplayError(f"--max-requests must be >= 1 (got {self.max_requests})")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options, for summary.json."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """One request of the schedule: due ``due_s`` seconds after the run's start."""
+
+    due_s: float
+    request: Request
+
+
+def _selected(trace: TraceLike, timing: Timing) -> TraceStream:
+    stream = open_trace(trace)
+    if timing.skip_failed:
+        stream = filter(stream, failed=False)
+    if timing.window is not None:
+        stream = window(stream, *timing.window)
+    if timing.max_requests is not None:
+        stream = head(stream, timing.max_requests)
+    return stream
+
+
+def _rows(stream: TraceStream) -> Iterator[Request]:
+    for batch in stream.batches:
+        for start in range(0, batch.num_rows, DECODE_ROWS):
+            part = pa.Table.from_batches([batch.slice(start, DECODE_ROWS)])
+            for row in part.to_pylist():
+                yield Request.from_row(row)
+
+
+class Schedule:
+    """The requests of a trace with their due times, streamed in order of the trace's rows.
+
+    ``meta`` is the trace metadata after the replay's transforms (its ``transforms`` list
+    says what was applied). Iterate once.
+    """
+
+    def __init__(self, trace: TraceLike, timing: Timing) -> None:
+        self.timing = timing.check()
+        t = self.timing
+        stream: TraceStream
+        if t.arrivals == "trace" and not t.modeled:
+            stream = rebase(_selected(trace, t))
+            if t.speedup is not None:
+                stream = time_scale(stream, t.speedup)
+            elif t.rps is not None:
+                stream = rate_scale(stream, t.rps)
+            self.meta: dict[str, Any] = stream.meta
+            self._iter = self._own(stream)
+        elif t.modeled:
+            model = fit(_selected(trace, t), window_s=t.model_window_s)
+            synth = synthesize(model, rps=t.rps, duration_s=t.duration_s, seed=t.seed)
+            stream = _selected(trace, t)
+            self.meta = stream.meta
+            self.meta.setdefault("transforms", [])
+            self.meta["transforms"] = [*self.meta["transforms"],
+                                       *synth.meta["transforms"]]
+            self.model = model
+            self._iter = self._zip(stream, synth)
+        else:
+            stream = _selected(trace, t)
+            self.meta = stream.meta
+            self._iter = self._renewal(stream)
+
+    def __iter__(self) -> Iterator[Scheduled]:
+        return self._iter
+
+    def _cut(self, due: float) -> bool:
+        return self.timing.duration_s is not None and due >= self.timing.duration_s
+
+    def _own(self, stream: TraceStream) -> Iterator[Scheduled]:
+        for req in _rows(stream):
+            if req.arrival_us is None:
+                raise ReplayError(f"request {req.request_id} has no arrival time; replay "
+                                  "it with --arrivals poisson|gamma --rps R")
+            due = req.arrival_us / 1e6
+            if self._cut(due):
+                return
+            yield Scheduled(due, req)
+
+    def _renewal(self, stream: TraceStream) -> Iterator[Scheduled]:
+        t = self.timing
+        assert t.rps is not None
+        draw = Sampler(f"llmtraces:{t.seed}:replay-arrivals")
+        shape = 1.0 / (t.cv * t.cv)
+        due = 0.0
+        for req in _rows(stream):
+            if self._cut(due):
+                return
+            yield Scheduled(due, req)
+            due += draw.exponential(t.rps) if t.arrivals == "poisson" else \
+                draw.gamma(shape, shape * t.rps)
+
+    def _zip(self, stream: TraceStream, synth: TraceStream) -> Iterator[Scheduled]:
+        def arrivals() -> Iterator[int]:
+            for batch in synth.batches:
+                yield from batch.column("arrival_us").to_pylist()
+
+        times = arrivals()
+        for req in _rows(stream):
+            at = next(times, None)
+            if at is None:
+                return
+            due = at / 1e6
+            if self._cut(due):
+                return
+            yield Scheduled(due, req)
