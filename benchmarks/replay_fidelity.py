@@ -37,9 +37,12 @@ from llmtraces.formats import TraceStream, get_writer
 from llmtraces.replay.runner import ReplayConfig, replay
 from llmtraces.schema import make_batch
 
-_SSE = (b'data: {"choices":[{"index":0,"text":" a","finish_reason":"length"}]}\n\n'
-        b'data: {"choices":[],"usage":{"prompt_tokens":16,"completion_tokens":1,'
-        b'"total_tokens":17}}\n\ndata: [DONE]\n\n')
+# Complete OpenAI completion chunks (AIPerf's parser wants id/object/created/model too).
+_HEAD = b'"id":"cmpl-0","object":"text_completion","created":0,"model":"bench"'
+_SSE = (b'data: {' + _HEAD + b',"choices":[{"index":0,"text":" a","logprobs":null,'
+        b'"finish_reason":"length"}]}\n\n'
+        b'data: {' + _HEAD + b',"choices":[],"usage":{"prompt_tokens":16,'
+        b'"completion_tokens":1,"total_tokens":17}}\n\ndata: [DONE]\n\n')
 _POST = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: "
          + str(len(_SSE)).encode() + b"\r\n\r\n" + _SSE)
 _MODELS_BODY = b'{"object":"list","data":[{"id":"bench","vocab_size":32000}]}'
@@ -98,6 +101,21 @@ def constant_rate(rate: float, seconds: float) -> pa.Table:
     return pa.Table.from_batches([batch])
 
 
+def _tiktoken_cache(work: Path) -> Path:
+    """A tiktoken cache holding o200k_base (from the rank file llmtraces ships offline, checked
+    against OpenAI's sha256), so AIPerf's ``builtin`` tokenizer loads without the network:
+    tiktoken caches a file under the sha1 of its download URL."""
+    import hashlib
+
+    from llmtraces.tokenize import _rank_file
+
+    cache = work / "tiktoken-cache"
+    cache.mkdir(exist_ok=True)
+    url = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+    (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(_rank_file("o200k_base"))
+    return cache
+
+
 def _aiperf(table: pa.Table, url: str, work: Path) -> str:
     """AIPerf's fixed-schedule replay of the same trace: its achieved request rate."""
     if importlib.util.find_spec("aiperf") is None or shutil.which("aiperf") is None:
@@ -108,9 +126,15 @@ def _aiperf(table: pa.Table, url: str, work: Path) -> str:
     cmd = ["aiperf", "profile", "--model", "bench", "--url", url, "--endpoint-type",
            "completions", "--streaming", "--input-file", str(trace), "--custom-dataset-type",
            "mooncake_trace", "--fixed-schedule", "--artifact-dir", str(art),
-           "--tokenizer", "gpt2"]
+           "--tokenizer", "builtin"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TIKTOKEN_CACHE_DIR": str(_tiktoken_cache(work))}
     try:
-        subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+        subprocess.run(cmd, check=True, capture_output=True, timeout=300, env=env)
+    except subprocess.CalledProcessError as exc:
+        errors = [line for log in art.rglob("aiperf.log")
+                  for line in log.read_text(errors="replace").splitlines() if " ERROR " in line]
+        tail = errors or (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        return f"aiperf failed: {tail[0][-200:] if tail else exc.returncode}"
     except (subprocess.SubprocessError, OSError) as exc:
         return f"aiperf failed: {type(exc).__name__}"
     for path in art.rglob("profile_export_aiperf.json"):
