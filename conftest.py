@@ -1,5 +1,6 @@
-"""Doctests of the package (``pytest --doctest-modules llmtraces``) run like the tests: each in
-an empty cache of its own, offline, unable to reach anything but the loopback interface."""
+"""For every test and doctest: no connection beyond the loopback interface; each doctest in an
+empty cache of its own (``pytest --doctest-modules llmtraces``; tests/conftest.py gives each
+test one); ``--update-golden``."""
 
 from __future__ import annotations
 
@@ -22,22 +23,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _doctest_isolation(request: pytest.FixtureRequest, tmp_path: Path,
-                       monkeypatch: pytest.MonkeyPatch) -> None:
-    if not isinstance(request.node, DoctestItem):
-        return  # tests/conftest.py isolates the tests
-    monkeypatch.setenv("LLMTRACES_HOME", str(tmp_path / "home"))
-    for var in ("LLMTRACES_MIRROR", "LLMTRACES_REGISTRY", "HF_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
+def no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test or doctest that tries to connect anywhere but the loopback interface."""
     real_connect = socket.socket.connect
 
     def guarded(sock: socket.socket, address: object) -> object:
         host = address[0] if isinstance(address, tuple) else address
         if sock.family in (socket.AF_INET, socket.AF_INET6) and host not in (
                 "127.0.0.1", "::1", "localhost"):
-            raise AssertionError(f"doctest tried to reach the network: {address!r}")
+            raise AssertionError(f"tried to reach the network: {address!r}")
         return real_connect(sock, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(autouse=True)
+def _doctest_isolation(request: pytest.FixtureRequest, tmp_path: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A doctest's own empty cache (tests/conftest.py gives each test one)."""
+    if not isinstance(request.node, DoctestItem):
+        return
+    monkeypatch.setenv("LLMTRACES_HOME", str(tmp_path / "home"))
+    for var in ("LLMTRACES_MIRROR", "LLMTRACES_REGISTRY", "HF_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+
 
 pytest_plugins = ["pytester"]  # tests/test_api.py runs a downstream suite

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,21 +30,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LLMTRACES_DL_BACKOFF", "0")
     monkeypatch.setenv("LLMTRACES_DL_TIMEOUT", "10")
     return root
-
-
-@pytest.fixture(autouse=True)
-def no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail any test that tries to connect anywhere but the loopback interface."""
-    real_connect = socket.socket.connect
-
-    def guarded(sock: socket.socket, address: object) -> object:
-        host = address[0] if isinstance(address, tuple) else address
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and host not in (
-                "127.0.0.1", "::1", "localhost"):
-            raise AssertionError(f"test tried to reach the network: {address!r}")
-        return real_connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
 @pytest.fixture(scope="session")
