@@ -6,7 +6,7 @@ Run by hand (never by the test suite), from the repository root:
     python benchmarks/convert.py --v3 --rows 5344021      # BurstGPT_3 8-column shape, ~257 MB
     python benchmarks/convert.py --azure --rows 10000000  # Azure 2023 layout
 
-The input is written by ../shared/bench/make_burstgpt_like.py (or, with --azure, by
+The input is written by benchmarks/make_burstgpt_like.py (or, with --azure, by
 :func:`make_azure_like`) into a temporary folder. Each converter runs in a fresh process so its
 peak RSS (``ru_maxrss``) is its own: llmtraces ``convert_file`` (parses, validates every value,
 keeps ``source_row``, writes zstd Parquet), pandas ``read_csv`` + ``to_parquet``, and DuckDB
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-GENERATOR = REPO.parent / "shared" / "bench" / "make_burstgpt_like.py"
+GENERATOR = Path(__file__).resolve().parent / "make_burstgpt_like.py"
 
 CHILD = r"""
 import resource, sys, time

@@ -14,7 +14,6 @@ from httpserver import LoopbackServer, Route
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-SHARED_SAMPLES = REPO.parent / "shared" / "samples"
 SOURCE = "azure-llm-2023"
 CODE_NAME = "AzureLLMInferenceTrace_code.csv"
 CONV_NAME = "AzureLLMInferenceTrace_conv.csv"
@@ -34,10 +33,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def code_csv() -> Path:
-    """The real Azure 2023 code trace (shared samples; the bundled copy is the same bytes)."""
-    shared = SHARED_SAMPLES / SOURCE / CODE_NAME
-    if shared.is_file():
-        return shared
+    """The real Azure 2023 code trace: the verified copy shipped in the package."""
     return REPO / "llmtraces" / "data" / SOURCE / CODE_NAME
 
 

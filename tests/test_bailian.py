@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, REPO, SHARED_SAMPLES, build_registry
+from conftest import FIXTURES, REPO, build_registry
 from httpserver import LoopbackServer, Route
 
 import llmtraces
@@ -310,9 +310,7 @@ def test_export_to_mooncake_keeps_shared_prefixes(tmp_path: Path):
 
 
 def test_export_from_mooncake_synthesises_chats(tmp_path: Path):
-    synthetic = SHARED_SAMPLES / "mooncake-fast25" / "synthetic_trace.jsonl"
-    if not synthetic.is_file():
-        pytest.skip("shared/samples/mooncake-fast25 is not available")
+    synthetic = FIXTURES / "mooncake" / "synthetic_trace.jsonl"
     out = tmp_path / "b.jsonl"
     rows, _ = convert_file(synthetic, out, to="bailian")
     records = [json.loads(line) for line in out.read_text().splitlines()]

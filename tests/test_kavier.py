@@ -21,16 +21,13 @@ from llmtraces.cli import main
 from llmtraces.convert import convert_file
 from llmtraces.registry import load_registry
 
-SAMPLES = Path("/work/shared/samples/kavier-traces")
+SAMPLES = FIXTURES / "kavier-traces"
 PREFILL = SAMPLES / "raw_prefill.csv"
 DECODE = SAMPLES / "raw_decode.csv"
 #: Stands in for performance_tracing.csv (no real copy is available; see its README).
 PERFORMANCE = FIXTURES / "kavier" / "performance_tracing_head.csv"
 HEADER = "provider,gpu,engine,llm,requested_response_size,response_size,latency_s," \
          "throughput_tokens_per_s"
-
-pytestmark = pytest.mark.skipif(not PREFILL.is_file() or not DECODE.is_file(),
-                                reason="the real Kavier samples are not available")
 
 
 def cli(*args: str):

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, REPO, SHARED_SAMPLES, build_registry
+from conftest import FIXTURES, REPO, build_registry
 from httpserver import LoopbackServer, Route
 
 import llmtraces
@@ -32,11 +32,8 @@ ROWS = 3993
 
 @pytest.fixture(scope="session")
 def synthetic() -> Path:
-    """The real FAST'25 synthetic trace (shared samples; see PROVENANCE.md)."""
-    path = SHARED_SAMPLES / "mooncake-fast25" / NAME
-    if not path.is_file():
-        pytest.skip("shared/samples/mooncake-fast25 is not available")
-    return path
+    """The real FAST'25 synthetic trace (tests/fixtures/mooncake/README.md)."""
+    return FIXTURES / "mooncake" / NAME
 
 
 def cli(*args: str):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, SHARED_SAMPLES, build_registry
+from conftest import FIXTURES, build_registry
 from httpserver import LoopbackServer, Route
 
 import llmtraces
@@ -29,9 +29,7 @@ from llmtraces.registry import _load_dir, load_registry
 from llmtraces.repin import update_hashes
 
 RECORD = "15858418"
-KAVIER = SHARED_SAMPLES / "kavier-traces"
-pytestmark = pytest.mark.skipif(not (KAVIER / "raw_prefill.csv").is_file(),
-                                reason="the real Kavier samples are not available")
+KAVIER = FIXTURES / "kavier-traces"
 
 
 def cli(*args: str):
