@@ -174,12 +174,12 @@ def main() -> None:
                     endpoint=url, timeout_s=30, grace_s=5))
                 wall = time.perf_counter() - started
                 f, m = s["fidelity"], s["metrics"]
-                late = f["lateness_s"]
+                late = f["lateness_ms"]
                 ok = m["requests"]["ok"]
                 theirs = _aiperf(table, url, Path(tmp))
-            print(f"{rate:>6.0f} {table.num_rows:>6} {late['p50'] * 1e3:>8.3f} "
-                  f"{late['p99'] * 1e3:>8.3f} {late['max'] * 1e3:>8.2f} "
-                  f"{f['late_over_1ms']:>7.2%} {f['drift_s'] * 1e3:>9.2f} "
+            print(f"{rate:>6.0f} {table.num_rows:>6} {late['p50']:>8.3f} "
+                  f"{late['p99']:>8.3f} {late['max']:>8.2f} "
+                  f"{f['late_over_1ms']:>7.2%} {f['drift_ms']:>9.2f} "
                   f"{m['achieved_rate_rps']:>10,.1f}  {theirs}"
                   + ("" if ok == table.num_rows else f"  ({table.num_rows - ok} failed)")
                   + f"  [{wall:.1f} s]")

@@ -8,29 +8,69 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from . import sources  # noqa: E402  (a callable module: llmtraces.sources() lists the registry)
-from .api import fetch, iter_requests, load, open_dataset, source  # noqa: E402
-from .convert import convert_file, convert_source  # noqa: E402
-from .request import Request  # noqa: E402
-from .schema import SCHEMA_VERSION, TRACE_SCHEMA  # noqa: E402
-from .transforms import (  # noqa: E402  (filter stays llmtraces.transforms.filter: a builtin)
-    TraceModel,
-    TransformError,
-    fit,
-    head,
-    mean_rate,
-    merge,
-    rate_scale,
-    rebase,
-    sample,
-    synthesize,
-    time_scale,
-    window,
-)
+#: Public name -> the submodule defining it, imported on first use (PEP 562) so that
+#: ``import llmtraces`` (and the command's ``--version`` and ``--help``) costs next to nothing.
+#: ``sources`` is the submodule itself: a callable module, ``llmtraces.sources()`` lists the
+#: registry.
+_EXPORTS = {
+    "export": "api", "fetch": "api", "iter_requests": "api", "load": "api",
+    "open_dataset": "api", "source": "api",
+    "convert_file": "convert", "convert_source": "convert",
+    "Request": "request",
+    "SCHEMA_VERSION": "schema", "TRACE_SCHEMA": "schema",
+    "sources": "sources",
+    "EmptyResultWarning": "transforms", "TraceModel": "transforms", "TraceView": "transforms",
+    "TransformError": "transforms", "filter": "transforms",
+    "fit": "transforms", "head": "transforms", "mean_rate": "transforms", "merge": "transforms",
+    "rate_scale": "transforms", "rebase": "transforms", "sample": "transforms",
+    "synthesize": "transforms", "time_scale": "transforms", "window": "transforms",
+}
 
-__all__ = ["SCHEMA_VERSION", "TRACE_SCHEMA", "Request", "TraceModel", "TransformError",
-           "__version__", "convert_file", "convert_source", "fetch", "fit", "head",
-           "iter_requests", "load", "mean_rate", "merge", "open_dataset", "rate_scale", "rebase",
-           "sample", "source", "sources", "synthesize", "time_scale", "window"]
+__all__ = ["SCHEMA_VERSION", "TRACE_SCHEMA", "EmptyResultWarning", "Request", "TraceModel",
+           "TraceView", "TransformError",
+           "__version__", "convert_file", "convert_source", "export", "fetch", "filter", "fit",
+           "head", "iter_requests", "load", "mean_rate", "merge", "open_dataset", "rate_scale",
+           "rebase", "sample", "source", "sources", "synthesize", "time_scale", "window"]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
+    from . import sources
+    from .api import export, fetch, iter_requests, load, open_dataset, source
+    from .convert import convert_file, convert_source
+    from .request import Request
+    from .schema import SCHEMA_VERSION, TRACE_SCHEMA
+    from .transforms import (
+        EmptyResultWarning,
+        TraceModel,
+        TraceView,
+        TransformError,
+        filter,
+        fit,
+        head,
+        mean_rate,
+        merge,
+        rate_scale,
+        rebase,
+        sample,
+        synthesize,
+        time_scale,
+        window,
+    )
+else:
+    def __getattr__(name: str) -> Any:
+        """A public name, importing its submodule on first use and keeping it here after."""
+        if name not in _EXPORTS:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        value = module if name == _EXPORTS[name] else getattr(module, name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, with the public ones not yet imported."""
+    return sorted(set(globals()) | set(__all__))

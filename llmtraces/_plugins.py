@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Iterable, Iterator
 from types import ModuleType
 
@@ -13,6 +12,8 @@ def modules(package: str, path: Iterable[str]) -> Iterator[ModuleType]:
 
     Underscore modules are helpers shared by the plug-ins, not plug-ins themselves.
     """
+    import pkgutil  # late, like difflib below: the registry (and so the CLI) imports this module
+
     for info in pkgutil.iter_modules(path):
         if not info.name.startswith("_"):
             yield importlib.import_module(f"{package}.{info.name}")
@@ -20,4 +21,20 @@ def modules(package: str, path: Iterable[str]) -> Iterator[ModuleType]:
 
 def lookup(known: Iterable[str], name: str, what: str) -> str:
     """The error text for an unknown ``name`` of kind ``what``, listing the known ones."""
-    return f"unknown {what} {name!r}; known: {', '.join(sorted(known)) or '(none)'}"
+    known = sorted(known)
+    return (f"unknown {what} {name!r}{did_you_mean(name, known)}; known: "
+            f"{', '.join(known) or '(none)'}")
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the known names closest to a mistyped one, else ''.
+
+    >>> did_you_mean("moncake", ["mooncake", "marconi", "vidur"])
+    " (did you mean 'mooncake'?)"
+    """
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)"

@@ -1,11 +1,12 @@
-"""The Python API other benchmarks import: list sources, fetch, load tables and datasets."""
+"""The Python API other benchmarks import: list sources, fetch, load tables and datasets,
+stream requests, export to other tools' formats."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -18,6 +19,7 @@ from .convert import convert_file, convert_source, converted_path
 from .download import Fetched, _quiet_log
 from .download import fetch as _fetch
 from .errors import InvalidTraceError
+from .formats import TraceStream, get_writer
 from .formats.parquet import is_unified, read_metadata
 from .paths import home, parquet_root
 from .registry import Source, get_source, load_registry
@@ -25,6 +27,9 @@ from .request import Request
 from .schema import COLUMN_NAMES, METADATA_KEY, SCHEMA_VERSION, TRACE_SCHEMA
 
 PathLike = str | os.PathLike[str]
+#: What :func:`load`, :func:`iter_requests` and :func:`export` read: a registry id, a path, a
+#: pyarrow Table or a :class:`~llmtraces.transforms.TraceView` (what the transforms return).
+TraceInput: TypeAlias = "str | os.PathLike[str] | pa.Table | TraceStream"
 
 
 def sources(registry: Path | None = None) -> list[Source]:
@@ -96,7 +101,7 @@ def _is_current(path: Path) -> bool:
 Filter: TypeAlias = Mapping[str, Any] | pc.Expression | None
 
 
-def load(source_or_path: str | PathLike, trace: str | None = None, *,
+def load(source_or_path: TraceInput, trace: str | None = None, *,
          columns: list[str] | None = None, filter: Filter = None,
          root: PathLike | None = None, mirror: str | None = None,
          offline: bool | None = None, tokenizer: str | None = None) -> pa.Table:
@@ -104,9 +109,11 @@ def load(source_or_path: str | PathLike, trace: str | None = None, *,
 
     Parameters
     ----------
-    source_or_path : str or path
-        A registry id, whose trace is fetched, verified and converted into the cache on
-        first use, or a path to a unified Parquet file or a native trace file.
+    source_or_path : str, path, pyarrow.Table or TraceView
+        A registry id (``"azure-llm-2023"`` with ``trace=``, or ``"azure-llm-2023/code"``),
+        whose trace is fetched, verified and converted into the cache on first use; a path to
+        a unified Parquet file or a native trace file; or a Table or transform result, read
+        with ``columns`` and ``filter``.
     trace : str, optional
         The trace of a source with several (``llmtraces info ID`` lists them).
     columns : list of str, optional
@@ -138,10 +145,18 @@ def load(source_or_path: str | PathLike, trace: str | None = None, *,
     ...             filter=pc.field("input_tokens") > 4000)
     >>> long.num_rows, long.column_names
     (1293, ['input_tokens'])
+    >>> import llmtraces
+    >>> load(llmtraces.head(t, 10), columns=["request_id"]).num_rows    # a transform's result
+    10
     """
+    _check_columns(columns)
+    expression = filter_expression(filter)
+    if isinstance(source_or_path, pa.Table | TraceStream):
+        _no_trace(trace)
+        return _view_table(source_or_path, columns, expression)
     with unified_path(source_or_path, trace, root=root, mirror=mirror, offline=offline,
                       tokenizer=tokenizer) as path:
-        table = pq.read_table(path, columns=columns, filters=filter_expression(filter))
+        table = pq.read_table(path, columns=columns, filters=expression)
         # The trace metadata (licence, time origin, transforms) travels with the table, so a
         # table handed to llmtraces.transforms or written again keeps it.
         meta = json.dumps(read_metadata(path), sort_keys=True)
@@ -149,15 +164,16 @@ def load(source_or_path: str | PathLike, trace: str | None = None, *,
                                               METADATA_KEY.encode(): meta.encode()})
 
 
-def iter_requests(source_or_path: str | PathLike, trace: str | None = None, *,
-                  filter: Filter = None, batch_rows: int = 1 << 16,
-                  root: PathLike | None = None, mirror: str | None = None,
-                  offline: bool | None = None, tokenizer: str | None = None
-                  ) -> Iterator[Request]:
+def iter_requests(source_or_path: TraceInput, trace: str | None = None, *,
+                  columns: list[str] | None = None, filter: Filter = None,
+                  batch_rows: int = 1 << 16, root: PathLike | None = None,
+                  mirror: str | None = None, offline: bool | None = None,
+                  tokenizer: str | None = None) -> Iterator[Request]:
     """Stream a trace as typed :class:`Request` records, in native order, in bounded memory.
 
     Takes the same arguments as :func:`load` (``batch_rows`` rows are decoded at a time), for
-    replayers and simulators that consume requests one by one.
+    replayers and simulators that consume requests one by one. With ``columns``, only those
+    are read and decoded (faster); the other fields of each record are None.
 
     Examples
     --------
@@ -168,17 +184,141 @@ def iter_requests(source_or_path: str | PathLike, trace: str | None = None, *,
     >>> sum(1 for _ in iter_requests("azure-llm-2023", trace="code",
     ...                              filter={"output_tokens": [10, 13]}))
     991
+    >>> r = next(iter_requests("azure-llm-2023/code", columns=["arrival_us"]))
+    >>> r.arrival_us, r.input_tokens
+    (0, None)
     """
+    _check_columns(columns)
     expression = filter_expression(filter)
+    wanted = list(columns) if columns is not None else list(COLUMN_NAMES)
+    read = _read_columns(wanted, filter)
+    if isinstance(source_or_path, pa.Table | TraceStream):
+        _no_trace(trace)
+        yield from _records(_view_batches(source_or_path, read), expression, wanted,
+                            batch_rows)
+        return
     with unified_path(source_or_path, trace, root=root, mirror=mirror, offline=offline,
                       tokenizer=tokenizer) as path:
         pf = pq.ParquetFile(path)
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=list(COLUMN_NAMES)):
-            table = pa.Table.from_batches([batch])
+        yield from _records(pf.iter_batches(batch_size=batch_rows, columns=read), expression,
+                            wanted, batch_rows)
+
+
+def export(trace: TraceInput, path: PathLike, to: str = "parquet") -> int:
+    """Write a trace to ``path`` in any export format (``llmtraces convert --to``), atomically.
+
+    Parameters
+    ----------
+    trace : str, path, pyarrow.Table or TraceView
+        A registry id (``"azure-llm-2023/code"``), a unified or native trace file, a Table in
+        the unified schema, or a transform's result (streamed: memory holds a batch at a time).
+    path : path
+        The file to write; nothing is left there on error.
+    to : str
+        The format: ``parquet``, ``mooncake``, ``vidur``, ... (``llmtraces convert --help``).
+
+    Returns
+    -------
+    int
+        The number of requests written. A restricted licence is written beside formats that
+        have no room for metadata (``<file>.LICENCE.txt``), as ``convert`` does.
+
+    Examples
+    --------
+    >>> import tempfile, llmtraces
+    >>> from pathlib import Path
+    >>> out = Path(tempfile.mkdtemp()) / "first.jsonl"
+    >>> export(llmtraces.head("azure-llm-2023/code", 3), out, to="mooncake")
+    3
+    >>> import json
+    >>> json.loads(out.read_text().splitlines()[0])["input_length"]
+    4808
+    """
+    from .licensing import write_sidecar
+    from .transforms import open_trace
+
+    writer = get_writer(to)
+    view = open_trace(trace)
+    dest = Path(os.fspath(path)).expanduser()
+    rows = writer.write(view, dest)
+    if to != "parquet":  # Parquet carries the licence in its trace metadata
+        write_sidecar(dest, view.meta)
+    return rows
+
+
+def _check_columns(columns: list[str] | None) -> None:
+    """Unknown column names are an error naming the schema's columns."""
+    if isinstance(columns, str):
+        raise TypeError(f"columns: expected a list of column names, got {columns!r}")
+    unknown = [c for c in columns or [] if c not in COLUMN_NAMES]
+    if unknown:
+        raise InvalidTraceError(f"columns: no column {unknown[0]!r} in the unified schema"
+                                f"{_did_you_mean(unknown[0], COLUMN_NAMES)}; columns: "
+                                f"{', '.join(COLUMN_NAMES)}")
+
+
+def _did_you_mean(name: str, known: Any) -> str:
+    from ._plugins import did_you_mean
+
+    return did_you_mean(name, known)
+
+
+def _no_trace(trace: str | None) -> None:
+    if trace is not None:
+        raise TypeError(f"trace={trace!r} picks a trace of a registry source; this input is "
+                        "already one trace")
+
+
+def _read_columns(wanted: list[str], filter: Filter) -> list[str]:
+    """The columns to read: those wanted and those a dict filter tests (all for an
+    Expression, whose fields are not listed)."""
+    if isinstance(filter, pc.Expression):
+        return list(COLUMN_NAMES)
+    tested = set(filter or {})
+    return [c for c in COLUMN_NAMES if c in set(wanted) or c in tested]
+
+
+def _view_batches(trace: pa.Table | TraceStream, columns: list[str]
+                  ) -> Iterator[pa.RecordBatch]:
+    """The batches of a Table or view, only ``columns`` where the view can project."""
+    from .transforms import open_trace
+
+    view = open_trace(trace)
+    if view.reopen is not None and len(columns) < len(COLUMN_NAMES):
+        return view.reopen(columns)
+    return view.batches
+
+
+def _records(batches: Iterable[pa.RecordBatch], expression: pc.Expression | None,
+             wanted: list[str], batch_rows: int) -> Iterator[Request]:
+    """Filtered, projected batches decoded into records ``batch_rows`` rows at a time."""
+    for batch in batches:
+        for start in range(0, batch.num_rows, batch_rows):
+            table = pa.Table.from_batches([batch.slice(start, batch_rows)])
             if expression is not None:
                 table = table.filter(expression)
-            for row in table.to_pylist():
+            for row in table.select(wanted).to_pylist():
                 yield Request.from_row(row)
+
+
+def _view_table(trace: pa.Table | TraceStream, columns: list[str] | None,
+                expression: pc.Expression | None) -> pa.Table:
+    """A Table or view read into a Table, filtered and projected, metadata kept."""
+    from .transforms import open_trace
+
+    view = open_trace(trace)
+    wanted = list(columns) if columns is not None else list(COLUMN_NAMES)
+    schema = pa.schema([TRACE_SCHEMA.field(c) for c in wanted])
+    parts = []
+    for batch in _view_batches(view, _read_columns(wanted, expression)):
+        table = pa.Table.from_batches([batch])
+        if expression is not None:
+            table = table.filter(expression)
+        parts.append(table.select(wanted).cast(schema))
+    table = pa.concat_tables(parts) if parts else schema.empty_table()
+    meta = json.dumps(view.meta, sort_keys=True)
+    return table.replace_schema_metadata({**(TRACE_SCHEMA.metadata or {}),
+                                          METADATA_KEY.encode(): meta.encode()})
 
 
 def filter_expression(filter: Filter) -> pc.Expression | None:
@@ -233,8 +373,25 @@ def unified_path(source_or_path: str | PathLike, trace: str | None = None, *,
             convert_file(as_path, out, options=_options(tokenizer))
             yield out
         return
+    yield registry_path(str(source_or_path), trace, root=root, mirror=mirror, offline=offline,
+                        tokenizer=tokenizer)
+
+
+def registry_path(spec: str, trace: str | None = None, *, root: PathLike | None = None,
+                  mirror: str | None = None, offline: bool | None = None,
+                  tokenizer: str | None = None) -> Path:
+    """The cached unified Parquet file of a registry trace, fetched and converted on first use.
+
+    ``spec`` is a source id, or ``source/trace`` when ``trace`` is not given. A name that is
+    neither a file nor a known source is an error that suggests the closest source id.
+
+    >>> registry_path("azure-llm-2023/code").name
+    'part-0.parquet'
+    """
+    src = _source_of(spec, trace)
+    if trace is None and spec != src.id:
+        trace = spec[len(src.id) + 1:]
     root_dir = home(root)
-    src = get_source(str(source_or_path))
     if src.discover is not None:
         from .discover import with_discovered
 
@@ -246,7 +403,17 @@ def unified_path(source_or_path: str | PathLike, trace: str | None = None, *,
     if not _is_current(dest) or not _same_tokenizer(dest, tokenizer):
         _fetch(src.id, trace_id, root=root_dir, mirror=mirror, offline=offline, log=_quiet_log)
         convert_source(src.id, trace_id, root=root_dir, options=_options(tokenizer))
-    yield dest
+    return dest
+
+
+def _source_of(spec: str, trace: str | None) -> Source:
+    """The registry source that ``spec`` (an id, or ``id/trace``) names."""
+    from .convert import source_of
+
+    head, sep, _ = spec.partition("/")
+    if sep and trace is None and head in load_registry():
+        return get_source(head)
+    return source_of(spec)  # a path-like name that is no source: "no such file"
 
 
 def _options(tokenizer: str | None) -> dict[str, Any]:

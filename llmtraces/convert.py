@@ -8,6 +8,7 @@ report is clean.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,11 +19,11 @@ import pyarrow as pa
 
 from . import __version__
 from .checksums import compute, strongest
-from .errors import InvalidTraceError, LLMTracesError
+from .errors import InvalidTraceError, LLMTracesError, NoSuchFileError, UnknownSourceError
 from .formats import TraceStream, get_writer
 from .formats.parquet import is_unified, read_stream
 from .licensing import notice, write_sidecar
-from .paths import home, parquet_root
+from .paths import converted_path, home
 from .registry import AUTO_FORMAT, Source, TimeSemantics, Trace, find_file, get_source
 from .report import Report
 from .schema import SCHEMA_VERSION
@@ -206,7 +207,7 @@ def scan(ident: Identity, report: Report, *, strict: bool = False,
 
 
 def convert_file(path: Path, dest: Path, *, to: str = "parquet", source: Source | None = None,
-                 trace_id: str | None = None, verified: bool = False, strict: bool = False,
+                 trace: str | None = None, verified: bool = False, strict: bool = False,
                  registry: Path | None = None,
                  options: dict[str, Any] | None = None,
                  transform: Callable[[TraceStream, Path], TraceStream] | None = None
@@ -239,7 +240,7 @@ def convert_file(path: Path, dest: Path, *, to: str = "parquet", source: Source 
         stream = read_stream(path)
         report.checked.append(str(path))
     else:
-        ident = identify(path, report, source=source, trace_id=trace_id, verified=verified,
+        ident = identify(path, report, source=source, trace_id=trace, verified=verified,
                          registry=registry)
         stream = scan(ident, report, strict=strict, options=options)
     if transform is not None:
@@ -253,22 +254,27 @@ def convert_file(path: Path, dest: Path, *, to: str = "parquet", source: Source 
     return rows, report
 
 
-def converted_path(source_id: str, trace_id: str, root: Path,
-                   dataset: Path | None = None) -> Path:
-    """Where one converted trace goes: a Hive partition of ``dataset`` (default
-    ``<root>/parquet``), i.e. ``source=<id>/trace=<trace>/part-0.parquet``."""
-    base = dataset if dataset is not None else parquet_root(root)
-    return base / f"source={source_id}" / f"trace={trace_id}" / "part-0.parquet"
+def source_of(target: str, registry: Path | None = None) -> Source:
+    """The registry source ``target`` names; a target that looks like a path (a suffix or a
+    slash) and is no source id is a file that does not exist, and is reported as one."""
+    try:
+        return get_source(target, registry)
+    except UnknownSourceError:
+        if Path(target).suffix or "/" in target or os.sep in target:
+            raise NoSuchFileError(f"no such file: {target}") from None
+        raise
 
 
 def convert_source(source_id: str, trace: str | None = None, *, root: Path | None = None,
                    dataset: Path | None = None, strict: bool = False,
-                   registry: Path | None = None, options: dict[str, Any] | None = None
+                   registry: Path | None = None, options: dict[str, Any] | None = None,
+                   skip_missing: Callable[[str], None] | None = None
                    ) -> list[tuple[str, Path, int, Report]]:
     """Convert the cached native files of a source into the Hive-partitioned dataset.
 
     Returns ``(trace_id, output path, rows, report)`` per trace; fetch the files first
-    (:func:`llmtraces.fetch`).
+    (:func:`llmtraces.fetch`). A trace whose file is not cached raises
+    :class:`NotCachedError`, or, given ``skip_missing``, is passed to it and skipped.
 
     Examples
     --------
@@ -278,14 +284,19 @@ def convert_source(source_id: str, trace: str | None = None, *, root: Path | Non
     [('code', 8819)]
     """
     from .discover import resolve
-    from .natives import native_files
+    from .natives import native_files, split_cached
 
     root = home(root)
     source = resolve(get_source(source_id, registry), root, trace)
+    wanted = list(source.select(trace))
+    if skip_missing is not None:
+        wanted, missing = split_cached(source, wanted, root)
+        for trace_id in missing:
+            skip_missing(trace_id)
     out = []
-    for trace_id, native, verified in native_files(source, list(source.select(trace)), root):
+    for trace_id, native, verified in native_files(source, wanted, root):
         dest = converted_path(source.id, trace_id, root, dataset)
-        rows, report = convert_file(native, dest, source=source, trace_id=trace_id,
+        rows, report = convert_file(native, dest, source=source, trace=trace_id,
                                     verified=verified, strict=strict, registry=registry,
                                     options=options)
         out.append((trace_id, dest, rows, report))

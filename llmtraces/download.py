@@ -9,14 +9,15 @@ check, no ordered mirror list and no git-blob checksum, which are most of this m
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
@@ -25,14 +26,16 @@ import urllib3
 from filelock import FileLock
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
+from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from . import __version__
 from .backends import backend_for
-from .checksums import CHUNK, mismatch, strongest
+from .checksums import CHUNK, mismatch
 from .errors import ChecksumError, DownloadError, LLMTracesError, NotCachedError
 from .paths import bundled_dir, home, raw_dir
 from .registry import FileEntry, Source, get_source
+from .stamps import _write_stamp, is_cached, verified_by  # noqa: F401 (re-exported)
 
 USER_AGENT = f"llmtraces/{__version__} (+https://pypi.org/project/llmtraces/)"
 Log = Callable[[str], None]
@@ -95,8 +98,21 @@ def candidate_urls(source: Source, entry: FileEntry, mirror: str | None = None) 
     return list(dict.fromkeys(urls))
 
 
+class _Retry(Retry):
+    """urllib3's retries, less those on a host that cannot be reached at all: an unknown name,
+    a refused connection or no route fail the same way on every try (a connect timeout, a
+    429/5xx or a reset are still retried)."""
+
+    def increment(self, method: str | None = None, url: str | None = None,
+                  response: Any = None, error: Exception | None = None, _pool: Any = None,
+                  _stacktrace: TracebackType | None = None) -> Self:
+        if isinstance(error, NewConnectionError):  # NameResolutionError is one too
+            raise MaxRetryError(_pool, url or "", error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
 def _session(settings: Settings) -> requests.Session:
-    retry = Retry(total=settings.tries - 1, connect=settings.tries - 1, read=0,
+    retry = _Retry(total=settings.tries - 1, connect=settings.tries - 1, read=0,
                   status=settings.tries - 1, status_forcelist=(429, 500, 502, 503, 504),
                   backoff_factor=settings.backoff_s, backoff_max=60,
                   respect_retry_after_header=True, raise_on_status=False, allowed_methods=None)
@@ -128,6 +144,32 @@ def _copy_local(url: str, part: Path, entry: FileEntry, show: bool) -> None:
                 raise DownloadError(f"{src} is larger than the pinned {entry.size:,} bytes")
 
 
+class _Unreachable(DownloadError):
+    """A host that cannot be reached (name, refusal, no route, no answer): the other files
+    of a fetch skip it rather than wait for it again."""
+
+    def __init__(self, host: str, message: str) -> None:
+        super().__init__(message)
+        self.host = host
+
+
+def _cannot_connect(exc: requests.RequestException, url: str, settings: Settings
+                    ) -> DownloadError:
+    """A short reason for a request that got no answer: the host and what stopped it."""
+    parsed = urlparse(url)
+    host = parsed.netloc
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, NameResolutionError):
+        return _Unreachable(host, f"cannot resolve host name {parsed.hostname}")
+    if isinstance(reason, NewConnectionError):
+        why = getattr(reason.__cause__, "strerror", None) or "no connection"
+        return _Unreachable(host, f"cannot connect to {host}: {why.lower()}")
+    if isinstance(exc, requests.ConnectTimeout):
+        return _Unreachable(host, f"no answer from {host} in {settings.timeout_s:g} s "
+                                  f"({settings.tries} tries)")
+    return DownloadError(f"cannot connect: {type(exc).__name__}: {exc}")
+
+
 def _download_http(url: str, part: Path, entry: FileEntry, settings: Settings, show: bool,
                    log: Log, extra_headers: dict[str, str] | None = None) -> None:
     session = _session(settings)
@@ -144,7 +186,7 @@ def _download_http(url: str, part: Path, entry: FileEntry, settings: Settings, s
         try:
             resp = session.get(url, stream=True, timeout=settings.timeout_s, headers=headers)
         except requests.RequestException as exc:
-            raise DownloadError(f"cannot connect: {type(exc).__name__}: {exc}") from None
+            raise _cannot_connect(exc, url, settings) from None
         with resp:
             if resp.status_code == 206 and offset:
                 crange = resp.headers.get("Content-Range", "")
@@ -184,60 +226,6 @@ def _download_http(url: str, part: Path, entry: FileEntry, settings: Settings, s
     raise DownloadError("no bytes received")
 
 
-def _stamp_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".verified")
-
-
-def _pin(entry: FileEntry) -> tuple[str, str]:
-    return strongest(entry) or ("size-only", str(entry.size))
-
-
-def _write_stamp(dest: Path, entry: FileEntry) -> None:
-    kind, digest = _pin(entry)
-    st = dest.stat()
-    stamp = _stamp_path(dest)
-    tmp = stamp.with_name(stamp.name + ".tmp")
-    tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                               "kind": kind, "digest": digest}))
-    os.replace(tmp, stamp)
-
-
-def _read_stamp(dest: Path) -> object:
-    """The verification stamp beside ``dest``, or None when absent or unreadable."""
-    try:
-        return json.loads(_stamp_path(dest).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def verified_by(dest: Path) -> str | None:
-    """The checksum kind a cached file was verified with when it entered the cache (``sha256``,
-    ``git_blob``, ``md5``, including pins the host gave at fetch time); None when it was
-    checked by size only or has no stamp."""
-    stamp = _read_stamp(dest)
-    kind = stamp.get("kind") if isinstance(stamp, dict) else None
-    return str(kind) if kind in ("sha256", "git_blob", "md5") else None
-
-
-def is_cached(dest: Path, entry: FileEntry) -> bool:
-    """True if ``dest`` is the pinned file; hashes once, then trusts a stamp of size and mtime."""
-    if not dest.is_file() or entry.size not in (None, dest.stat().st_size):
-        return False
-    kind, digest = _pin(entry)
-    st = dest.stat()
-    stamp = _read_stamp(dest)
-    if stamp == {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "kind": kind, "digest": digest}:
-        return True
-    if (entry.zenodo is not None or entry.hf is not None) and strongest(entry) is None:
-        # Pins live with the host (Zenodo, Hub): trust the stamp written when they were checked.
-        return isinstance(stamp, dict) and stamp.get("size") == st.st_size and \
-            stamp.get("mtime_ns") == st.st_mtime_ns
-    if mismatch(dest, entry) is None:
-        _write_stamp(dest, entry)
-        return True
-    return False
-
-
 def _reject(path: Path) -> Path:
     aside = path.with_name(path.name.removesuffix(".part") + ".rejected")
     os.replace(path, aside)
@@ -269,11 +257,14 @@ Candidate = str | _Lazy
 def fetch_file(entry: FileEntry, dest: Path, urls: list[Candidate], *,
                show_progress: bool = False,
                log: Log = _quiet_log, settings: Settings | None = None,
-               offline: bool = False, headers: dict[str, dict[str, str]] | None = None) -> str:
+               offline: bool = False, headers: dict[str, dict[str, str]] | None = None,
+               unreachable: dict[str, str] | None = None) -> str:
     """Make ``dest`` a verified copy of ``entry``, trying ``urls`` in order.
 
     Returns ``"cache"`` when it already was, else the URL that gave it. Raises
-    :class:`DownloadError` listing every URL tried and why each failed.
+    :class:`DownloadError` listing every URL tried and why each failed (the failures are
+    logged only when a later URL gives the file). ``unreachable`` (host -> why) lists hosts
+    not to try, and gains those found unreachable here: one fetch asks a dead host once.
 
     Examples
     --------
@@ -298,38 +289,41 @@ def fetch_file(entry: FileEntry, dest: Path, urls: list[Candidate], *,
             dest.with_name(d).as_uri() for d in (entry.sha256, entry.git_blob, entry.md5)
             if d and dest.with_name(d).is_file()]
         urls = dropped + [u for u in urls if u not in dropped]
-        failures: list[str] = []
+        dead = unreachable if unreachable is not None else {}
+        failures: list[_Failure] = []
         bad_bytes = 0  # sources that delivered bytes which failed verification
         for candidate in urls:
             local = isinstance(candidate, str) and candidate.startswith("file://")
             if offline and not local:
-                failures.append(f"{candidate}: skipped (offline)")
+                continue
+            host = "" if local else urlparse(str(candidate)).netloc
+            if host in dead:
+                failures.append(_Failure(str(candidate), dead[host], True))
                 continue
             try:
                 url = candidate.resolve() if isinstance(candidate, _Lazy) else candidate
-            except DownloadError as exc:
-                failures.append(f"{candidate}: {exc}")
-                log(f"{entry.name}: {exc}")
-                continue
-            try:
                 if local:
                     _copy_local(url, part, entry, show_progress)
                 else:
                     _download_http(url, part, entry, settings, show_progress, log,
                                    (headers or {}).get(url, {}))
+            except _Unreachable as exc:
+                dead[exc.host] = str(exc)
+                failures.append(_Failure(str(candidate), str(exc), True))
+                continue
             except DownloadError as exc:
-                failures.append(f"{url}: {exc}")
-                log(f"{entry.name}: {url}: {exc}")
+                failures.append(_Failure(str(candidate), str(exc)))
                 continue
             why = mismatch(part, entry)
             if why:
                 aside = _reject(part)
                 bad_bytes += 1
-                failures.append(f"{url}: {why} (kept for inspection at {aside}); upstream may "
-                                "have changed, the transfer may be truncated, or the server sent "
-                                "an error page")
-                log(f"{entry.name}: {url}: {why}")
+                failures.append(_Failure(url, f"{why} (kept for inspection at {aside}); "
+                                              "upstream may have changed, the transfer may be "
+                                              "truncated, or the server sent an error page"))
                 continue
+            for failure in failures:  # told now that they did not stop the fetch
+                log(f"{entry.name}: {failure.url}: {failure.why}")
             if entry.unverified:
                 log(f"warning: {entry.name}: no checksum is pinned ({entry.unverified}); "
                     "checked by size only")
@@ -338,13 +332,30 @@ def fetch_file(entry: FileEntry, dest: Path, urls: list[Candidate], *,
             return url
     if offline:
         raise NotCachedError(
-            f"{entry.name} is not in the cache and offline mode forbids downloading it; "
-            f"put the file at {dest}"
-            + (f" (size {entry.size:,} bytes)" if entry.size is not None else "")
-            + " or run `llmtraces fetch "
-            "--file PATH`; tried: " + "; ".join(failures))
+            f"{entry.name} is not in the cache and offline mode forbids downloading it"
+            + (f" (tried {_summary(failures)})" if failures else "")
+            + f"; put the file at {dest}"
+            + (f" (size {entry.size:,} bytes)" if entry.size is not None else ""))
     cls = ChecksumError if bad_bytes else DownloadError
-    raise cls(f"could not fetch {entry.name}: " + "; ".join(failures))
+    raise cls(f"could not fetch {entry.name}: {_summary(failures) or 'no URL to try'}")
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Why one candidate URL gave no verified file; ``host``: its host cannot be reached."""
+
+    url: str
+    why: str
+    host: bool = False
+
+
+def _summary(failures: list[_Failure]) -> str:
+    """``url: why`` for each failure, but a host that cannot be reached said once, with the
+    number of its URLs: ``cannot resolve host name github.com (2 URLs)``."""
+    per_host = Counter(f.why for f in failures if f.host)
+    parts = [f"{f.url}: {f.why}" if not f.host else f.why if per_host[f.why] == 1
+             else f"{f.why} ({per_host[f.why]} URLs)" for f in failures]
+    return "; ".join(dict.fromkeys(parts))
 
 
 def fetch(source_id: str, trace: str | None = None, *, root: Path | None = None,
@@ -361,6 +372,9 @@ def fetch(source_id: str, trace: str | None = None, *, root: Path | None = None,
     mirror : base URL tried first as ``<mirror>/<source-id>/<file-name>``.
     file : a file the user downloaded by hand, verified like any download.
     offline : never touch the network (default ``$LLMTRACES_OFFLINE``).
+
+    Every file is tried, whatever happened to the ones before; if any could not be fetched,
+    the error names each of them (one line a file) and what to try next.
     """
     source = get_source(source_id, registry)
     root = home(root)
@@ -399,35 +413,83 @@ def fetch(source_id: str, trace: str | None = None, *, root: Path | None = None,
             trace = matches[0]
     results = []
     headers: dict[str, dict[str, str]] = {}  # per-URL request headers (tokens), never logged
+    dead: dict[str, str] = {}  # hosts found unreachable, not asked again for the next files
     done: dict[str, tuple[Path, str]] = {}  # an archive shared by several traces: fetched once
+    failed: dict[str, tuple[list[str], LLMTracesError]] = {}  # file name -> traces, error
     for trace_id in source.select(trace):
         entry = source.download(trace_id)
-        if entry.name in done:
-            dest, origin = done[entry.name]
-            results.append(Fetched(source.id, trace_id, dest, origin))
+        if entry.name in failed:
+            failed[entry.name][0].append(trace_id)
             continue
         dest = raw_dir(source.id, root) / entry.name
-        urls: list[Candidate] = [file.as_uri()] if file is not None else \
-            list(candidate_urls(source, entry, mirror))
-        backend = backend_for(entry)
-        if backend is not None and not offline and not is_cached(dest, entry) and \
-                (file is None or backend.GIVES_PINS):
-            at = urls.index(entry.url) if entry.url in urls else len(urls)
-            if backend.GIVES_PINS:
-                # The pins verify every candidate, mirrors included: ask the host first.
-                entry, api_url, api_headers = backend.resolve(entry, _session(settings),
-                                                              settings.timeout_s)
-                urls.insert(at, api_url)
-                urls = list(dict.fromkeys(urls))
-                headers[api_url] = api_headers
-            else:
-                # Only a link to find (Drive): ask when its turn comes, after any mirror.
-                urls.insert(at, _Lazy(backend, entry, settings, headers))
-        origin = fetch_file(entry, dest, urls, show_progress=show_progress, log=log,
-                            offline=offline, settings=settings, headers=headers)
-        done[entry.name] = (dest, origin)
-        results.append(Fetched(source.id, trace_id, dest, origin))
+        if entry.name not in done:
+            try:
+                origin = _fetch_one(source, entry, dest, file, mirror, offline, settings,
+                                    headers, dead, show_progress, log)
+            except (DownloadError, NotCachedError) as exc:
+                failed[entry.name] = ([trace_id], exc)
+                continue
+            done[entry.name] = (dest, origin)
+        results.append(Fetched(source.id, trace_id, *done[entry.name]))
+    if failed:
+        raise _incomplete(source.id, failed, len(done) + len(failed), file is not None,
+                          settings)
     return results
+
+
+def _fetch_one(source: Source, entry: FileEntry, dest: Path, file: Path | None,
+               mirror: str | None, offline: bool, settings: Settings,
+               headers: dict[str, dict[str, str]], dead: dict[str, str], show_progress: bool,
+               log: Log) -> str:
+    """Fetch one file of ``source`` (or import ``file`` as it): :func:`fetch_file` with the
+    candidate URLs, the host's pins first for a host that gives them."""
+    urls: list[Candidate] = [file.as_uri()] if file is not None else \
+        list(candidate_urls(source, entry, mirror))
+    backend = backend_for(entry)
+    if backend is not None and not offline and not is_cached(dest, entry) and \
+            (file is None or backend.GIVES_PINS):
+        at = urls.index(entry.url) if entry.url in urls else len(urls)
+        if backend.GIVES_PINS:
+            # The pins verify every candidate, mirrors included: ask the host first.
+            entry, api_url, api_headers = backend.resolve(entry, _session(settings),
+                                                          settings.timeout_s)
+            urls.insert(at, api_url)
+            urls = list(dict.fromkeys(urls))
+            headers[api_url] = api_headers
+        else:
+            # Only a link to find (Drive): ask when its turn comes, after any mirror.
+            urls.insert(at, _Lazy(backend, entry, settings, headers))
+    return fetch_file(entry, dest, urls, show_progress=show_progress, log=log, offline=offline,
+                      settings=settings, headers=headers, unreachable=dead)
+
+
+def _incomplete(source_id: str, failed: dict[str, tuple[list[str], LLMTracesError]],
+                total: int, imported: bool, settings: Settings
+                ) -> DownloadError | NotCachedError:
+    """One error for the files a fetch could not get: a line each, then what to try next."""
+    errors = [exc for _, exc in failed.values()]
+    if len(errors) == 1:
+        text = str(errors[0])
+    else:
+        text = f"could not fetch {len(errors)} of {total} files of {source_id}:" + "".join(
+            f"\n  {str(exc).removeprefix('could not fetch ')}" for exc in errors)
+    traces = [t for ids, _ in failed.values() for t in ids]
+    how = (f"`llmtraces fetch {source_id} --trace {traces[0] if len(traces) == 1 else 'T'} "
+           "--file PATH` imports a copy downloaded elsewhere")
+    cls: type[DownloadError | NotCachedError] = DownloadError
+    if any(isinstance(e, ChecksumError) for e in errors):
+        cls = ChecksumError
+    elif all(isinstance(e, NotCachedError) for e in errors):
+        cls = NotCachedError
+    if not imported and cls is DownloadError:
+        text += (f"\nhint: --mirror BASE fetches from BASE/{source_id}/<file name>; {how}; "
+                 "--offline uses only cached and bundled files; LLMTRACES_DL_TRIES sets the "
+                 f"tries per URL on timeouts and 5xx (now {settings.tries})")
+    elif not imported:
+        text += f"\nhint: {how}"
+    error = cls(text)
+    error.traces = tuple(traces)
+    return error
 
 
 def cached_path(source: Source, trace_id: str, root: Path) -> Path:

@@ -11,12 +11,19 @@ class UnknownSourceError(LLMTracesError, LookupError):
     """A source id or trace id that the registry does not have."""
 
 
+class NoSuchFileError(LLMTracesError, FileNotFoundError):
+    """A path given as input (``x.csv``, ``data/x``) that does not exist and is no source id."""
+
+
 class RegistryError(LLMTracesError):
     """A registry file that does not match ``schemas/registry.schema.json``."""
 
 
 class DownloadError(LLMTracesError):
     """No candidate URL gave a verified copy of a file."""
+
+    #: The traces whose files a fetch tried and could not get (empty when none was tried).
+    traces: tuple[str, ...] = ()
 
 
 class ChecksumError(DownloadError):
@@ -25,6 +32,9 @@ class ChecksumError(DownloadError):
 
 class NotCachedError(LLMTracesError):
     """A file or converted trace that is not in the local cache yet."""
+
+    #: The traces whose files an offline fetch tried and could not get (empty when none was).
+    traces: tuple[str, ...] = ()
 
 
 class InvalidTraceError(LLMTracesError):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from .archive import DEFAULT_LIMIT, iter_members, list_members
-from .download import cached_path, verified_by
+from .download import cached_path, is_cached, verified_by
 from .errors import InvalidTraceError
 from .paths import raw_dir
 from .registry import Source
@@ -49,6 +49,21 @@ def resolve_members(archive: Path, wanted: dict[str, str]) -> dict[str, str]:
             hit = same[0]
         found[hit] = trace_id
     return found
+
+
+def split_cached(source: Source, trace_ids: list[str], root: Path
+                 ) -> tuple[list[str], dict[str, Path]]:
+    """The traces whose native file (or archive) is verified in the cache, and for the others
+    the path their file would have: convert and validate use the first and name the second."""
+    present, missing = [], {}
+    for tid in trace_ids:
+        entry = source.download(tid)
+        dest = raw_dir(source.id, root) / entry.name
+        if is_cached(dest, entry):
+            present.append(tid)
+        else:
+            missing[tid] = dest
+    return present, missing
 
 
 def native_files(source: Source, trace_ids: list[str], root: Path

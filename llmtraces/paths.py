@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import platformdirs
-
 _PKG = Path(__file__).resolve().parent
 
 
@@ -17,6 +15,8 @@ def home(override: str | os.PathLike[str] | None = None) -> Path:
     env = os.environ.get("LLMTRACES_HOME")
     if env:
         return Path(env).expanduser()
+    import platformdirs  # late: only this fallback needs it, and every command imports paths
+
     return Path(platformdirs.user_cache_dir("llmtraces"))
 
 
@@ -28,6 +28,14 @@ def raw_dir(source_id: str, root: Path) -> Path:
 def parquet_root(root: Path) -> Path:
     """Root of the Hive-partitioned dataset of converted traces."""
     return root / "parquet"
+
+
+def converted_path(source_id: str, trace_id: str, root: Path,
+                   dataset: Path | None = None) -> Path:
+    """Where one converted trace goes: a Hive partition of ``dataset`` (default
+    ``<root>/parquet``), i.e. ``source=<id>/trace=<trace>/part-0.parquet``."""
+    base = dataset if dataset is not None else parquet_root(root)
+    return base / f"source={source_id}" / f"trace={trace_id}" / "part-0.parquet"
 
 
 def _packaged(name: str, repo_name: str) -> Path:

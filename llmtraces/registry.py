@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ._plugins import did_you_mean
 from .errors import RegistryError, UnknownSourceError
 from .paths import registry_dir
 
@@ -255,8 +256,8 @@ class Source(_Strict):
             hint = (" (its file list comes from the host: run `llmtraces fetch "
                     f"{self.id}` once online)" if self.discover is not None else "")
             raise UnknownSourceError(
-                f"{self.id} has no trace {trace_id!r}; it has: "
-                f"{', '.join(self.traces) or '(none yet)'}{hint}") from None
+                f"{self.id} has no trace {trace_id!r}{did_you_mean(trace_id, self.traces)}; "
+                f"it has: {', '.join(self.traces) or '(none yet)'}{hint}") from None
 
     def time_of(self, trace_id: str) -> TimeSemantics:
         """The time semantics of one trace: its own ``[time]``, else the source's."""
@@ -286,8 +287,11 @@ def _describe(err: ValidationError, path: Path) -> str:
     return "\n".join(lines)
 
 
-def load_source_file(path: Path) -> Source:
-    """Parse and validate one registry file; :class:`RegistryError` names the file and field."""
+def load_source_file(path: Path, *, check_formats: bool = True) -> Source:
+    """Parse and validate one registry file; :class:`RegistryError` names the file and field.
+
+    ``check_formats=False`` skips checking the reader names, which imports every reader.
+    """
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -299,7 +303,14 @@ def load_source_file(path: Path) -> Source:
         raise RegistryError(_describe(exc, path)) from None
     if source.id != path.stem:
         raise RegistryError(f"{path}: id: {source.id!r} must equal the file name {path.stem!r}")
-    from .sources import get_format  # late: sources import this module's models
+    if check_formats:
+        _check_formats(source, path)
+    return source
+
+
+def _check_formats(source: Source, path: Path) -> None:
+    """A :class:`RegistryError` naming ``path`` and the field if a format has no reader."""
+    from .sources import get_format  # late: sources import this module's models (and pyarrow)
 
     named = [("format", source.format)] + [(f"traces.{tid}.format", tr.format)
                                            for tid, tr in source.traces.items() if tr.format]
@@ -310,28 +321,39 @@ def load_source_file(path: Path) -> Source:
             get_format(name)
         except UnknownSourceError as exc:
             raise RegistryError(f"{path}: {where}: {exc}") from None
-    return source
 
 
 @lru_cache(maxsize=8)
 def _load_dir(directory: Path) -> dict[str, Source]:
-    return {p.stem: load_source_file(p) for p in sorted(directory.glob("*.toml"))}
+    return {p.stem: load_source_file(p, check_formats=False)
+            for p in sorted(directory.glob("*.toml"))}
 
 
-def load_registry(directory: Path | None = None) -> dict[str, Source]:
-    """Every source in ``directory`` (default: the shipped registry), keyed by id."""
-    return _load_dir((directory or registry_dir()).resolve())
+def load_registry(directory: Path | None = None, *, check_formats: bool = True
+                  ) -> dict[str, Source]:
+    """Every source in ``directory`` (default: the shipped registry), keyed by id.
+
+    ``check_formats=False`` leaves out checking that each format names a reader, which imports
+    them all (and pyarrow): for commands that only show the registry (``list``, ``info``).
+    """
+    directory = (directory or registry_dir()).resolve()
+    sources = _load_dir(directory)
+    if check_formats:  # cheap once the readers are imported: a dict lookup per format
+        for source in sources.values():
+            _check_formats(source, directory / f"{source.id}.toml")
+    return sources
 
 
-def get_source(source_id: str, directory: Path | None = None) -> Source:
+def get_source(source_id: str, directory: Path | None = None, *,
+               check_formats: bool = True) -> Source:
     """The registry entry for ``source_id``, or an error listing the known ids."""
-    reg = load_registry(directory)
+    reg = load_registry(directory, check_formats=check_formats)
     try:
         return reg[source_id]
     except KeyError:
         raise UnknownSourceError(
-            f"unknown source {source_id!r}; known sources: {', '.join(reg) or '(none)'} "
-            "(see `llmtraces list`)") from None
+            f"unknown source {source_id!r}{did_you_mean(source_id, reg)}; known sources: "
+            f"{', '.join(reg) or '(none)'} (see `llmtraces list`)") from None
 
 
 def find_file(name: str, directory: Path | None = None) -> tuple[Source, str, Trace] | None:

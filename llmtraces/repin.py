@@ -43,12 +43,21 @@ def toml_table(*parts: str) -> str:
     return ".".join(p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else f'"{p}"' for p in parts)
 
 
+def _header(table: str) -> re.Pattern[str]:
+    """The header line of ``[table]`` however its keys are quoted: the registry may quote a
+    key that needs no quotes (``[traces."lmsys_sps1".member]``)."""
+    keys = [p.strip('"') for p in re.findall(r'"[^"]*"|[^.]+', table)]
+    pattern = r"\s*\.\s*".join(rf'(?:{re.escape(k)}|"{re.escape(k)}")' for k in keys)
+    return re.compile(rf"(?m)^\[\s*{pattern}\s*\]")
+
+
 def pin_table(text: str, table: str, pin: Pin, after: str = "url") -> str:
     """Registry TOML ``text`` with the size and checksums of ``[table]`` set to ``pin``,
     written after its ``after`` key (``url`` for files, ``path`` for archive members)."""
-    start = text.find(f"[{table}]")
-    if start < 0:
+    found = _header(table).search(text)
+    if found is None:
         raise ValueError(f"no [{table}] table")
+    start = found.start()
     end = text.find("\n[", start + 1)
     end = len(text) if end < 0 else end
     body = re.sub(rf"(?m)^({'|'.join(PINNED)}) = .*\n?", "", text[start:end])

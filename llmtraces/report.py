@@ -2,12 +2,14 @@
 
 Readers and validators append to a :class:`Report`; the CLI prints it as lines or JSON.
 A report keeps the first :data:`KEEP_PER_CODE` problems of each kind and counts the rest,
-so a file with millions of bad rows still gives a short, exact answer.
+so a file with millions of bad rows still gives a short, exact answer. Kept problems are in
+file order (a file's own problems first, then line by line), whatever order the checks ran in.
 """
 
 from __future__ import annotations
 
 import json
+from bisect import insort
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -44,12 +46,22 @@ class Report:
     checked: list[str] = field(default_factory=list)
     #: Things the user must be told that are not problems (e.g. licence restrictions).
     notices: list[str] = field(default_factory=list)
+    #: Files checked that could not be read at all (e.g. a format not recognised).
+    unreadable: list[str] = field(default_factory=list)
+    #: Each file's rank, in the order its first problem came.
+    _files: dict[str, int] = field(default_factory=dict, init=False, repr=False,
+                                   compare=False)
+
+    def _position(self, problem: Problem) -> tuple[int, int]:
+        """Where ``problem`` sorts: its file's rank, then its line (0, first: the whole file)."""
+        return self._files.setdefault(problem.file, len(self._files)), problem.line or 0
 
     def add(self, problem: Problem) -> None:
+        """Count ``problem``, and keep it in file order if it is among the first of its kind."""
         key = (problem.level, problem.code)
         self.counts[key] += 1
         if self.counts[key] <= KEEP_PER_CODE:
-            self.problems.append(problem)
+            insort(self.problems, problem, key=self._position)
 
     def add_problem(self, level: Level, code: str, file: str, message: str, **kw: Any) -> None:
         self.add(Problem(level, code, file, message, **kw))
@@ -84,13 +96,16 @@ class Report:
         return out
 
     def summary(self) -> str:
-        return (f"{len(self.checked)} file(s) checked: {self.errors:,} error(s), "
+        """``2 file(s) checked, 1 unreadable: 3 error(s), 0 warning(s)``."""
+        unreadable = f", {len(self.unreadable)} unreadable" if self.unreadable else ""
+        return (f"{len(self.checked)} file(s) checked{unreadable}: {self.errors:,} error(s), "
                 f"{self.warnings:,} warning(s)")
 
     def to_json(self) -> dict[str, Any]:
         return {
             "checked": self.checked,
             "notices": self.notices,
+            "unreadable": self.unreadable,
             "errors": self.errors,
             "warnings": self.warnings,
             "counts": [{"level": lvl, "code": code, "count": n}

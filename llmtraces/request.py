@@ -44,8 +44,8 @@ class Request:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Request:
-        """A record from a unified row as ``pyarrow.Table.to_pylist`` gives it (absent
-        nullable columns read as None)."""
+        """A record from a unified row as ``pyarrow.Table.to_pylist`` gives it; a column the
+        row does not have (not read: ``iter_requests(columns=...)``) reads as None."""
         values: dict[str, Any] = {f.name: row.get(f.name) for f in fields(cls)}
         raw = values["extra"]
         values["extra"] = json.loads(raw) if isinstance(raw, str) else raw

@@ -17,11 +17,10 @@ import pyarrow.parquet as pq
 
 from .convert import converted_path, identify, scan
 from .discover import resolve
-from .download import is_cached
 from .errors import InvalidTraceError, LLMTracesError
 from .formats.parquet import is_unified, read_metadata
-from .natives import native_files
-from .paths import home, raw_dir
+from .natives import native_files, split_cached
+from .paths import home
 from .registry import get_source
 from .report import Report
 from .schema import COLUMNS, SCHEMA_VERSION, TRACE_SCHEMA, constant, row_index
@@ -32,9 +31,15 @@ def validate_native(path: Path, report: Report, *, strict: bool = False,
     """Read a native file through its reader and registry checks, keeping only the report."""
     try:
         ident = identify(path, report, registry=registry, **identity)  # type: ignore[arg-type]
+    except InvalidTraceError as exc:  # unrecognised or unreadable: nothing more to check
+        report.checked.append(str(path))
+        report.unreadable.append(str(path))
+        report.error("format", str(path), str(exc).split(": ", 1)[-1])
+        return
+    try:
         deque(scan(ident, report, strict=strict).batches, maxlen=0)  # read, keep nothing
     except InvalidTraceError as exc:
-        if not report.problems:  # e.g. unrecognised format: not yet in the report
+        if not report.problems:  # raised before any problem was reported
             report.error("format", str(path), str(exc).split(": ", 1)[-1])
 
 
@@ -130,20 +135,17 @@ def validate_path(path: Path, *, strict: bool = False, registry: Path | None = N
 
 def validate_source(source_id: str, trace: str | None = None, *, root: Path | None = None,
                     strict: bool = False, registry: Path | None = None) -> Report:
-    """Validate a source's cached native files (checksum, rows, values) and converted traces."""
+    """Validate a source's cached native files (checksum, rows, values) and converted traces;
+    a trace never fetched is a notice, not a problem."""
     root = home(root)
     source = resolve(get_source(source_id, registry), root, trace)
     report = Report()
     wanted = list(source.select(trace))
-    present = []
-    for trace_id in wanted:
-        entry = source.download(trace_id)
-        native = raw_dir(source.id, root) / entry.name
-        if is_cached(native, entry):
-            present.append(trace_id)
-        else:
-            report.error("missing", str(native),
-                         f"not fetched; run `llmtraces fetch {source.id} --trace {trace_id}`")
+    present, missing = split_cached(source, wanted, root)
+    for trace_id, native in missing.items():
+        # Not fetched is not invalid: say so, and check what is there.
+        report.notices.append(f"{native}: not fetched, not checked; run "
+                              f"`llmtraces fetch {source.id} --trace {trace_id}`")
     for trace_id, native, _ in native_files(source, present, root):
         validate_native(native, report, strict=strict, registry=registry, source=source,
                         trace_id=trace_id)

@@ -106,3 +106,13 @@ def test_home_is_empty_and_offline(llmtraces_home):
 ''')
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+def test_a_registry_trace_can_be_named_source_slash_trace():
+    one = llmtraces.load("azure-llm-2023/code", columns=["arrival_us"])
+    assert one.equals(llmtraces.load("azure-llm-2023", trace="code", columns=["arrival_us"]))
+    assert [r.input_tokens for r in llmtraces.iter_requests("azure-llm-2023/code",
+                                                             columns=["input_tokens"])][:2] \
+        == [4808, 3180]
+    with pytest.raises(InvalidTraceError, match="columns: no column 'tokens'"):
+        llmtraces.load("azure-llm-2023/code", columns=["tokens"])

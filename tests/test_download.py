@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import socket
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import CODE_NAME, CONV_NAME, SOURCE
 from httpserver import Route
 
 import llmtraces
+from conftest import CODE_NAME, CONV_NAME, SOURCE, build_registry
 from llmtraces.cli import main
 from llmtraces.errors import ChecksumError, DownloadError, NotCachedError
 
@@ -157,9 +159,14 @@ def test_file_import_without_trace_needs_a_match(test_registry, tmp_path):
 
 
 def test_offline_never_touches_the_network(test_registry, mirror, home):
-    with pytest.raises(NotCachedError, match=rf"put the file at .*{CONV_NAME}"):
+    with pytest.raises(NotCachedError, match=rf"put the file at .*{CONV_NAME}") as err:
         llmtraces.fetch(SOURCE, "conv", mirror=mirror.url, offline=True)
     assert mirror.log == []
+    # The hint is a command that runs as printed.
+    assert f"`llmtraces fetch {SOURCE} --trace conv --file PATH`" in str(err.value)
+    result = cli("fetch", SOURCE, "--offline")
+    assert result.exit_code == 1
+    assert f"`llmtraces fetch {SOURCE} --trace conv --file PATH`" in result.output
     # The bundled code file is local, so offline still works for it.
     (got,) = llmtraces.fetch(SOURCE, "code", offline=True)
     assert got.path.name == CODE_NAME
@@ -211,3 +218,79 @@ def test_file_dropped_under_its_checksum_name_is_used(test_registry, conv_csv, h
     (got,) = llmtraces.fetch(SOURCE, "conv", offline=True)
     assert got.origin == dropped.as_uri() and server.log == []
     assert got.path.read_bytes() == conv_csv.read_bytes()
+
+
+BURSTGPT_FILES = [f"BurstGPT_{n}.csv" for n in
+                  ("1", "2", "3", "without_fails_1", "without_fails_2", "without_fails_3")]
+
+
+def unreachable_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base: str) -> None:
+    """The shipped registry with every file URL on ``base``, and the default retry backoff
+    (seconds per retry), so a retry that should not happen would show."""
+    monkeypatch.setenv("LLMTRACES_REGISTRY", str(build_registry(tmp_path / "reg", base, {})))
+    monkeypatch.delenv("LLMTRACES_DL_BACKOFF")
+
+
+def assert_one_line_per_file_and_a_hint(output: str, why: str) -> None:
+    lines = output.splitlines()
+    assert lines[0] == "Error: could not fetch 6 of 6 files of burstgpt:"
+    for line, name in zip(lines[1:7], BURSTGPT_FILES, strict=True):
+        assert line.startswith(f"  {name}: {why}") and len(line) < 100, line
+    (hint,) = lines[7:]  # nothing logged besides: the error says it all
+    for advice in ("--offline", "--mirror BASE", "LLMTRACES_DL_TRIES",
+                   "`llmtraces fetch burstgpt --trace T --file PATH`"):
+        assert advice in hint
+
+
+def test_refused_connection_is_not_retried(tmp_path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    unreachable_registry(tmp_path, monkeypatch, f"http://127.0.0.1:{port}")
+    attempts: list[object] = []
+    guarded = socket.socket.connect  # the conftest guard: loopback only
+
+    def counting(sock: socket.socket, address: object) -> object:
+        if isinstance(address, tuple) and address[1] == port:
+            attempts.append(address)
+        return guarded(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", counting)
+    start = time.monotonic()
+    result = cli("fetch", "burstgpt")
+    assert result.exit_code == 1
+    assert_one_line_per_file_and_a_hint(
+        result.output, f"cannot connect to 127.0.0.1:{port}: connection refused")
+    # Once: no retry of the refusal, and the 5 other files do not ask the dead host again.
+    assert len(attempts) == 1 and time.monotonic() - start < 5
+
+
+def test_unknown_host_name_is_looked_up_once(tmp_path, monkeypatch):
+    unreachable_registry(tmp_path, monkeypatch, "http://nonexistent.invalid")
+    lookups: list[str] = []
+    real = socket.getaddrinfo
+
+    def resolve(host: str, *args: object, **kwargs: object) -> object:
+        if host == "nonexistent.invalid":  # answered here: no resolver is ever asked
+            lookups.append(host)
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    result = cli("fetch", "burstgpt")
+    assert result.exit_code == 1
+    assert_one_line_per_file_and_a_hint(result.output,
+                                        "cannot resolve host name nonexistent.invalid")
+    assert lookups == ["nonexistent.invalid"]
+
+
+def test_one_failed_file_does_not_stop_the_others(test_registry, server, conv_csv, home):
+    server.routes[f"/mirror1/{CONV_NAME}"] = Route(b"short")
+    with pytest.raises(DownloadError) as err:
+        llmtraces.fetch(SOURCE)  # conv fails; code (bundled) is fetched all the same
+    assert (home / "raw" / SOURCE / CODE_NAME).is_file() and not conv_dest(home).exists()
+    text = str(err.value)
+    assert text.startswith(f"could not fetch {CONV_NAME}: {server.url}/upstream/{CONV_NAME}: "
+                           "HTTP 404")
+    assert "error page" in text and "--trace conv --file PATH" in text.splitlines()[-1]
+    assert err.value.traces == ("conv",)

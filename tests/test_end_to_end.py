@@ -13,6 +13,7 @@ from click.testing import CliRunner
 import llmtraces
 from conftest import CODE_NAME, CONV_NAME, SOURCE
 from llmtraces.cli import main
+from llmtraces.validate import validate_source
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -168,3 +169,38 @@ def test_default_output_names_say_the_format(tmp_path: Path, code_csv: Path,
                      "AzureLLMInferenceTrace_code.jsonl",
                      "AzureLLMInferenceTrace_code.mooncake.jsonl",
                      "AzureLLMInferenceTrace_code.vllm-timed-trace.jsonl"]
+
+
+def test_convert_source_converts_what_is_cached_and_names_the_rest(test_registry, server,
+                                                                    home: Path):
+    # conv is on no server (404 everywhere); code comes from the copy in the package.
+    code, out = run("convert", SOURCE)
+    assert code == 1
+    code_pq = home / "parquet" / f"source={SOURCE}" / "trace=code" / "part-0.parquet"
+    assert f"{SOURCE} code: {code_pq} (8,819 rows)" in out
+    assert pq.read_metadata(code_pq).num_rows == 8819
+    assert f"Error: not converted, not in the cache: {SOURCE} conv (1 of 2 traces)" in out
+    assert f"could not fetch {CONV_NAME}: {server.url}/upstream/{CONV_NAME}: HTTP 404" in out
+    assert not (home / "parquet" / f"source={SOURCE}" / "trace=conv").exists()
+
+
+def test_convert_source_offline_converts_the_cached_trace(test_registry, mirror, home: Path):
+    run("fetch", SOURCE, "--trace", "code")
+    code, out = run("convert", SOURCE, "--offline")
+    assert code == 1 and f"{SOURCE} code: " in out
+    assert f"not converted, not in the cache: {SOURCE} conv (1 of 2 traces)" in out
+    assert f"`llmtraces fetch {SOURCE} --trace conv --file PATH`" in out
+    assert mirror.log == []
+
+
+def test_validate_source_names_unfetched_traces_without_failing(test_registry, home: Path):
+    run("fetch", SOURCE, "--trace", "code")
+    code, out = run("validate", SOURCE)
+    assert code == 0, out
+    conv = home / "raw" / SOURCE / CONV_NAME
+    assert (f"notice: {conv}: not fetched, not checked; run "
+            f"`llmtraces fetch {SOURCE} --trace conv`") in out
+    assert out.splitlines()[-1] == "OK: 1 file(s) checked: 0 error(s), 0 warning(s)"
+    report = json.loads(run("validate", SOURCE, "--json")[1])
+    assert report["errors"] == 0 and len(report["notices"]) == 1
+    assert not validate_source(SOURCE).failed(strict=True)

@@ -147,6 +147,18 @@ def test_rps_scales_every_window_and_keeps_burstiness():
         assert got.beta == pytest.approx(want.beta * 2.0 / model.mean_rps, rel=0.1)  # scaled
 
 
+def test_rps_is_the_rate_over_the_windows_drawn():
+    """Rates 4, 2, 4 /s in 2000 s windows: 1000 s draws only from the first window, 5000 s
+    from 2000 s of 4, 2000 s of 2 and 1000 s of 4, and 8000 s repeats the first window."""
+    model = base_model()
+    assert model.rate_over(1000.0) == pytest.approx(4.0)
+    assert model.rate_over(5000.0) == pytest.approx((2000 * 4 + 2000 * 2 + 1000 * 4) / 5000)
+    assert model.rate_over(8000.0) == pytest.approx((6000 * 10 / 3 + 2000 * 4) / 8000)
+    s = synthesize(model, rps=2.0, duration_s=1000.0, seed=3)
+    assert s.meta["transforms"][0]["rate_factor"] == pytest.approx(0.5)  # not 2 / mean_rps
+    assert s.num_rows / 1000.0 == pytest.approx(2.0, rel=0.08)  # ~2000 gaps of CV 1.4
+
+
 def test_windows_repeat_and_empty_windows_stay_empty():
     quiet = GammaWindow(start_s=10.0, requests=0, gaps=0, alpha=None, beta=None)
     busy = GammaWindow(start_s=0.0, requests=0, gaps=0, alpha=1.0, beta=10.0)

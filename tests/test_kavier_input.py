@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES
 from test_marconi import COMPARED, check_values
 
 import llmtraces
+from conftest import FIXTURES
 from llmtraces.cli import main
 from llmtraces.convert import convert_file
 from llmtraces.errors import LLMTracesError

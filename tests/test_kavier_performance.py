@@ -14,10 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, REPO, build_registry
 from httpserver import LoopbackServer, Route
 
 import llmtraces
+from conftest import FIXTURES, REPO, build_registry
 from llmtraces.cli import main
 from llmtraces.convert import convert_file
 from llmtraces.registry import load_registry

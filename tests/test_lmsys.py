@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import REPO
 from httpserver import LoopbackServer, Route
 
 import llmtraces
+from conftest import REPO
 from llmtraces.cli import main
 from llmtraces.convert import convert_file
 from llmtraces.sources import lmsys, sniff

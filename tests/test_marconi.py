@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES
 
 import llmtraces
+from conftest import FIXTURES
 from llmtraces.archive import iter_members
 from llmtraces.cli import main
 from llmtraces.convert import convert_file

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, build_registry
 from httpserver import LoopbackServer, Route
 
 import llmtraces
+from conftest import FIXTURES, build_registry
 from llmtraces.cli import main
 from llmtraces.formats.parquet import read_metadata
 from llmtraces.registry import load_registry

@@ -5,9 +5,9 @@ from __future__ import annotations
 import tomllib
 
 import yaml
-from conftest import REPO
 
 import llmtraces
+from conftest import REPO
 
 
 def test_citation_cff_is_cff_1_2_0_for_this_version():

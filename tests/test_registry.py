@@ -10,8 +10,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, SOURCE
 
+from conftest import REPO, SOURCE
 from llmtraces.checksums import compute
 from llmtraces.cli import main
 from llmtraces.errors import RegistryError

@@ -6,10 +6,10 @@ import hashlib
 
 import pytest
 from click.testing import CliRunner
-from conftest import CONV_NAME, SOURCE
 from httpserver import Route
 
 import llmtraces
+from conftest import CONV_NAME, SOURCE
 from llmtraces.cli import main
 from llmtraces.errors import DownloadError
 
@@ -60,3 +60,18 @@ def test_update_hashes_of_every_trace_needs_every_file(test_registry, server, co
 def test_update_hashes_unknown_source(test_registry):
     result = CliRunner().invoke(main, ["registry", "update-hashes", "nope"])
     assert result.exit_code == 1 and "unknown source 'nope'" in result.output
+
+
+def test_pin_table_finds_a_table_whose_keys_are_quoted_needlessly():
+    """registry/marconi.toml writes ``[traces."lmsys_sps1".member]``; the re-pin of that member
+    (found by tests/test_docs.py running docs/sources/marconi.md) must find it."""
+    from llmtraces.repin import Pin, pin_table, toml_table
+
+    text = ('[traces."lmsys_sps1".member]\narchive = "traces"\npath = "traces/a.jsonl"\n\n'
+            '[traces."lmsys_sps0.5".member]\npath = "traces/b.jsonl"\n')
+    pin = Pin("lmsys_sps1", "u", 3, "ab" * 32, "cd" * 16, "ef" * 20)
+    out = pin_table(text, toml_table("traces", "lmsys_sps1", "member"), pin, after="path")
+    first, second = out.split("\n\n")
+    assert "size = 3\n" in first and "size" not in second
+    with pytest.raises(ValueError, match=r"no \[traces.lmsys_sps2.member\] table"):
+        pin_table(text, toml_table("traces", "lmsys_sps2", "member"), pin, after="path")

@@ -214,7 +214,7 @@ def test_max_concurrency_queues_in_the_client(tmp_path):
     assert all(r["ok"] for r in got)
     queued = [r for r in got if r["queue_s"] > 0.005]
     assert len(queued) >= 8
-    assert summary["fidelity"]["queue_s"]["max"] > 0.01
+    assert summary["fidelity"]["queue_ms"]["max"] > 10  # ms, like --slo
 
 
 # --- timing -----------------------------------------------------------------------------------
@@ -280,15 +280,19 @@ def test_metrics_exact_on_hand_made_rows():
     d = 4.0 - 0.0005
     assert s["requests"] == {"total": 4, "sent": 4, "ok": 2, "failed": 2, "short_output": 1,
                              "without_usage": 0}
-    assert s["ttft_s"]["mean"] == pytest.approx(0.15)
-    assert s["ttft_s"]["p50"] == pytest.approx(0.15) and s["ttft_s"]["p90"] == \
-        pytest.approx(0.19)
-    assert s["tpot_s"]["mean"] == pytest.approx(0.225)
+    # latencies in ms, as --slo takes them and every key says (the rows hold seconds)
+    assert s["ttft_ms"]["mean"] == pytest.approx(150)
+    assert s["ttft_ms"]["p50"] == pytest.approx(150) and s["ttft_ms"]["p90"] == \
+        pytest.approx(190)
+    assert s["ttft_ms"]["min"] == pytest.approx(100) and s["ttft_ms"]["std"] == \
+        pytest.approx(50)
+    assert s["tpot_ms"]["mean"] == pytest.approx(225)
     # ITL: the ok requests' chunk gaps 0.1, 0.2 and 0.1 (the timed-out one is left out)
-    assert s["itl_s"]["count"] == 3 and s["itl_s"]["mean"] == pytest.approx(0.4 / 3)
-    assert s["itl_s"]["p50"] == pytest.approx(0.1) and s["itl_s"]["max"] == pytest.approx(0.2)
-    assert s["e2e_s"]["mean"] == pytest.approx(0.45) and s["jitter_s"] == pytest.approx(0.05)
-    assert s["normalised_latency_s"]["mean"] == pytest.approx((0.4 / 3 + 0.25) / 2)
+    assert s["itl_ms"]["count"] == 3 and s["itl_ms"]["mean"] == pytest.approx(400 / 3)
+    assert s["itl_ms"]["p50"] == pytest.approx(100) and s["itl_ms"]["max"] == pytest.approx(200)
+    assert s["e2e_ms"]["mean"] == pytest.approx(450) and s["jitter_ms"] == pytest.approx(50)
+    assert s["normalised_latency_ms"]["mean"] == pytest.approx((400 / 3 + 250) / 2)
+    assert not [k for k in s if k.endswith("_s") and k != "duration_s"]  # no seconds left
     assert s["input_tokens"] == 30 and s["output_tokens"] == 5
     assert s["input_throughput_tps"] == pytest.approx(30 / d)
     assert s["output_throughput_tps"] == pytest.approx(5 / d)
@@ -304,10 +308,11 @@ def test_metrics_exact_on_hand_made_rows():
     assert tpot["requests"] == 1
 
     f = metrics.fidelity(t)
-    assert f["lateness_s"]["p50"] == pytest.approx(0.00125)
-    assert f["lateness_s"]["max"] == pytest.approx(0.02)
+    assert f["lateness_ms"]["p50"] == pytest.approx(1.25)
+    assert f["lateness_ms"]["max"] == pytest.approx(20)
     assert f["late_over_1ms"] == 0.5 and f["late_over_10ms"] == 0.25
-    assert f["drift_s"] == pytest.approx((3.0 - 0.0005) - 3.0)
+    assert f["drift_ms"] == pytest.approx(((3.0 - 0.0005) - 3.0) * 1000)
+    assert f["queue_ms"]["max"] == 0
     assert not f["kept_up"] and "could not keep up" in f["warning"]
 
     ts = metrics.timeseries(t, 2.0, percentiles=[50]).to_pylist()

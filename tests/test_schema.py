@@ -7,9 +7,9 @@ from pathlib import Path
 
 import jsonschema
 import pyarrow as pa
-from conftest import REPO
 
 import llmtraces
+from conftest import REPO
 from llmtraces._generate import column_table, with_table
 from llmtraces.schema import COLUMNS, TRACE_SCHEMA, dumps_json_schema, json_schema, make_batch
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, build_registry
 from httpserver import LoopbackServer, Route
 
 import llmtraces
+from conftest import FIXTURES, build_registry
 from llmtraces.cli import main
 from llmtraces.errors import ChecksumError
 from llmtraces.formats.parquet import read_metadata

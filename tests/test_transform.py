@@ -18,6 +18,7 @@ from llmtraces.formats import TraceStream
 from llmtraces.formats.parquet import read_metadata, write
 from llmtraces.schema import make_batch
 from llmtraces.transforms import (
+    EmptyResultWarning,
     Plan,
     TransformError,
     filter,
@@ -139,7 +140,9 @@ def test_filter_by_model_service_and_failed(small: Path):
     assert col(t, "parent_request_id")[:5] == [None, 0, None, 1, None]
     s = filter(small, model="m1", failed=False)
     assert s.meta["transforms"] == [{"op": "filter", "model": ["m1"], "failed": False}]
-    assert to_table(filter(small, model="nope")).num_rows == 0
+    with pytest.warns(EmptyResultWarning, match=r"filter\(model=\['nope'\]\) kept none of the "
+                      "10 requests of small"):
+        assert to_table(filter(small, model="nope")).num_rows == 0
 
 
 def test_sample_keys_are_the_documented_hashes():
@@ -223,6 +226,7 @@ def test_time_scale_rate_scale_and_rebase(small: Path):
     t = to_table(s)
     assert mean_rate(t) == pytest.approx(3.0, rel=1e-6)
     assert s.meta["transforms"][0]["from_rps"] == pytest.approx(1.0)
+    assert s.meta["transforms"][0]["rps"] == 3.0
     r = rebase(window(small, 3, 4))
     t = to_table(r)
     assert col(t, "arrival_us") == [0, S, 2 * S, 3 * S]
@@ -232,11 +236,14 @@ def test_time_scale_rate_scale_and_rebase(small: Path):
 
 
 def test_first_passes_spool_a_plain_stream(small: Path):
-    """A stream that cannot be re-read is spooled once; the result is the same."""
+    """A stream that cannot be re-read is spooled once; the result is the same, and can be
+    read again (from the spool)."""
     plain = TraceStream(iter([small_batch()]), small_meta())
-    t = to_table(rate_scale(window(plain, 2, 6), 2.0))
+    s = rate_scale(window(plain, 2, 6), 2.0)
+    t = to_table(s)
     assert t.num_rows == 6 and mean_rate(t) == pytest.approx(2.0)
     assert col(t, "arrival_us")[0] == 1 * S  # 2 s at 2x
+    assert to_table(s).equals(t)
 
 
 def test_time_transforms_refuse_traces_without_timing(small: Path):

@@ -18,6 +18,7 @@ VERBS = {
     "fetch": "fetch",
     "convert": "convert",
     "validate": "validate",
+    "formats": "formats",
     "fit": "fit",
     "synthesize": "synthesize",
     "demo": "demo",
@@ -25,6 +26,32 @@ VERBS = {
     "serve-sim": "serve_sim",
     "serve-llamacpp": "serve_llamacpp",
     "replay": "replay",
+}
+
+
+#: verb -> its one-line help, as click would shorten the command's own: ``--help`` lists the
+#: verbs from here without importing them (a test keeps the two in sync). A verb missing here
+#: is imported for its help.
+SUMMARIES = {
+    "list": "List the sources in the registry.",
+    "info": "Show everything the registry knows about SOURCE_ID, and what is cached.",
+    "cite": "Print how to cite SOURCE_ID.",
+    "fetch": "Download SOURCE_ID's native files into the cache, verifying size then checksum.",
+    "convert": "Convert TARGET (a registry source id, a native trace file, or a unified Parquet "
+               "file).",
+    "validate": "Validate TARGET: a source id (its cached and converted files) or a file or "
+                "folder.",
+    "formats": "List the native formats read (recognised from a file's header or first record) "
+               "and the export formats of ``llmtraces convert FILE --to NAME``.",
+    "fit": "Fit a trace model to TRACE (a unified Parquet file or a native trace file).",
+    "synthesize": "Synthesize a trace from MODEL (JSON written by `llmtraces fit`).",
+    "demo": "Fetch (from the copy shipped in the package), validate, convert and summarise a "
+            "trace.",
+    "registry": "Maintain registry files (for maintainers).",
+    "serve-sim": "Serve a simulated OpenAI-compatible LLM (completions and chat, SSE streaming).",
+    "serve-llamacpp": "Serve a GGUF model with llama.cpp's own OpenAI-compatible server, on the "
+                      "CPU.",
+    "replay": "Replay TRACE (a registry id or a trace file) against an OpenAI-compatible server.",
 }
 
 
@@ -41,11 +68,25 @@ class LazyGroup(click.Group):
         cmd: click.Command = module.command
         return cmd
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The verbs and their help as click lays them out, from :data:`SUMMARIES` where it can."""
+        listed = {verb: click.Command(verb, help=SUMMARIES[verb]) if verb in SUMMARIES
+                  else self.get_command(ctx, verb) for verb in self.list_commands(ctx)}
+        _Listing(commands={v: c for v, c in listed.items() if c is not None}).format_commands(
+            ctx, formatter)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except LLMTracesError as exc:
             raise click.ClickException(str(exc)) from None
+
+
+class _Listing(click.Group):
+    """The verbs as ``--help`` lists them, in :data:`VERBS` order."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +29,14 @@ def log_to_stderr(quiet: bool) -> Callable[[str], None]:
         if not quiet:
             click.echo(msg, err=True)
     return log
+
+
+def terminal_width() -> int | None:
+    """Columns to fit output to: ``$COLUMNS``, else the terminal's width; None (no limit) when
+    stdout is a pipe or a file and ``$COLUMNS`` is unset, so ``grep`` sees whole lines."""
+    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 def human_bytes(n: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..api import source as get_source
+from ..registry import get_source
 
 
 @click.command("cite")
@@ -12,5 +12,5 @@ from ..api import source as get_source
 @click.option("--text", "as_text", is_flag=True, help="Plain-text reference instead of BibTeX.")
 def command(source_id: str, as_text: bool) -> None:
     """Print how to cite SOURCE_ID."""
-    c = get_source(source_id).citation
+    c = get_source(source_id, check_formats=False).citation
     click.echo(c.text if as_text else c.bibtex)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-from ..convert import convert_file, convert_source
+from ..convert import convert_file, convert_source, source_of
 from ..download import fetch
+from ..errors import DownloadError, LLMTracesError, NotCachedError
 from ..formats import all_writers, get_writer
-from ..registry import get_source
+from ..paths import converted_path
+from ..registry import Source
 from ..report import Report
 from ..transforms import Plan
 from ._common import log_to_stderr, root, show_progress
@@ -91,9 +95,11 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
     """Convert TARGET (a registry source id, a native trace file, or a unified Parquet file).
 
     A source id writes <home>/parquet/source=<id>/trace=<trace>/part-0.parquet, fetching files
-    first if needed. A native file's format is recognised from its header or first record; a
-    unified Parquet file can be exported to any --to format. Nothing is written at the output
-    path unless the whole input converts cleanly.
+    first if needed; the traces whose files are cached are converted even when others cannot
+    be fetched (those are named, and the exit status is 1). A native file's format is
+    recognised from its header or first record; a unified Parquet file can be exported to any
+    --to format. Nothing is written at the output path unless the whole input converts
+    cleanly.
 
     Transforms apply to a file TARGET, in this order whatever the order on the command line:
     --merge, --model/--service/--failed, --window, --sample, --head, --rebase, then --speedup
@@ -115,27 +121,69 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
         _notices([report])
         return
     home = root(ctx)
-    source = get_source(target)
+    source = source_of(target)
     if not plan.empty():
-        raise click.UsageError(
-            "transforms apply to a file PATH, not to a source id (whose output is the cache "
-            f"dataset): convert {source.id} first, then transform its Parquet file, e.g. "
-            f"`llmtraces convert <home>/parquet/source={source.id}/trace=<trace>/part-0.parquet "
-            "--head 100 -o small.parquet`")
+        raise click.UsageError(_transform_hint(ctx, source, trace, home, output))
     if to != "parquet":
         raise click.UsageError("a source id converts to the parquet dataset; use a file "
                                "PATH (or the Python API) for other formats")
-    fetch(source.id, trace, root=home, mirror=mirror, offline=offline or None,
-          show_progress=show_progress(quiet), log=log_to_stderr(quiet))
     if output is not None and output.is_file():
         raise click.UsageError(f"-o {output}: with a source id, -o must be a folder")
+    unfetched: LLMTracesError | None = None
+    try:
+        fetch(source.id, trace, root=home, mirror=mirror, offline=offline or None,
+              show_progress=show_progress(quiet), log=log_to_stderr(quiet))
+    except (DownloadError, NotCachedError) as exc:
+        if not exc.traces:  # failed before trying any file (e.g. no file list yet)
+            raise
+        unfetched = exc  # convert what is cached, then say what is not
+    skipped: list[str] = []
     results = convert_source(source.id, trace, root=home, strict=strict, dataset=output,
-                             options=options)
+                             options=options, skip_missing=skipped.append)
     for trace_id, dest, rows, report in results:
         _warn(report, quiet)
         if not quiet:
             click.echo(f"{source.id} {trace_id}: {dest} ({rows:,} rows)")
     _notices([r for *_, r in results])
+    if skipped:
+        raise click.ClickException(
+            f"not converted, not in the cache: {source.id} {', '.join(skipped)} "
+            f"({len(skipped)} of {len(skipped) + len(results)} traces)"
+            + (f"\n{unfetched}" if unfetched else ""))
+    if unfetched is not None:
+        raise unfetched
+
+
+def _transform_hint(ctx: click.Context, source: Source, trace: str | None, home: Path,
+                    output: Path | None) -> str:
+    """Why transforms need a file, with the commands that do it: convert the trace, then
+    transform its real converted path with the options given here."""
+    trace_id = trace or next(iter(source.traces), "TRACE")
+    part = converted_path(source.id, trace_id, home, output)
+    given = [opt for p in ctx.command.params if p.name in _TRANSFORMS
+             and ctx.get_parameter_source(p.name) is not ParameterSource.DEFAULT
+             for opt in _as_args(p, ctx.params[p.name])]
+    first = f"llmtraces convert {source.id} --trace {trace_id}" + (
+        f" -o {shlex.quote(str(output))}" if output is not None else "")
+    then = shlex.join(["llmtraces", "convert", str(part), *given, "-o", f"{trace_id}.parquet"])
+    return ("transforms apply to a file PATH, not to a source id (whose output is the cache "
+            f"dataset): convert the trace, then transform its Parquet file: `{first}`, then "
+            f"`{then}`")
+
+
+#: The options of ``convert`` that are transforms (a file PATH only).
+_TRANSFORMS = {"merge", "models", "services", "failed", "window", "sample_spec", "seed",
+               "head", "rebase", "speedup", "rps"}
+
+
+def _as_args(param: click.Parameter, value: object) -> list[str]:
+    """A parameter's value written back as command-line arguments."""
+    opts, secondary = param.opts, getattr(param, "secondary_opts", [])
+    if isinstance(value, bool):
+        return [opts[0]] if value else secondary[:1] or []
+    values = value if isinstance(value, tuple) else (value,)
+    return [arg for v in values for arg in (opts[-1] if opts[-1].startswith("--") else opts[0],
+                                            str(v))]
 
 
 def _float(option: str, text: str) -> float:

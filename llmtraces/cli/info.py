@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from ..api import source as get_source
-from ..convert import converted_path
-from ..discover import saved_listing, skipped, with_discovered
-from ..download import is_cached
 from ..licensing import restrictions
-from ..paths import raw_dir
-from ..registry import AUTO_FORMAT
+from ..paths import converted_path, raw_dir
+from ..registry import AUTO_FORMAT, Source, get_source
+from ..stamps import is_cached
 from ._common import human_bytes, root
 
 
@@ -23,7 +21,11 @@ from ._common import human_bytes, root
 def command(ctx: click.Context, source_id: str, as_json: bool) -> None:
     """Show everything the registry knows about SOURCE_ID, and what is cached."""
     home = root(ctx)
-    s = with_discovered(get_source(source_id), home)
+    s = get_source(source_id, check_formats=False)
+    if s.discover is not None:  # only these need the host listing code (and its HTTP client)
+        from ..discover import with_discovered
+
+        s = with_discovered(s, home)
     if as_json:
         click.echo(json.dumps(s.model_dump(), indent=2, ensure_ascii=False))
         return
@@ -46,15 +48,7 @@ def command(ctx: click.Context, source_id: str, as_json: bool) -> None:
     click.echo(f"format:   {s.format}" + (" (each file recognised from its header)"
                                            if s.format == AUTO_FORMAT else ""))
     if s.discover is not None:
-        listed = saved_listing(s, home)
-        click.echo(f"files:    listed by Zenodo record {s.discover.zenodo} "
-                   f"(https://doi.org/10.5281/zenodo.{s.discover.zenodo}) at fetch time, "
-                   "checked against its size and md5; "
-                   + (f"{len(listed)} file(s) in the list saved by the last fetch"
-                      if listed is not None else "not fetched yet (run `llmtraces fetch "
-                      f"{s.id}`)"))
-        for name in skipped(s, home):
-            click.echo(f"          skipped (not a trace file): {name}")
+        _listing(s, home)
     click.echo("traces:" if s.traces else "traces:   none pinned yet")
     for key, a in s.archives.items():
         size = human_bytes(a.size) if a.size is not None else "size unknown"
@@ -83,3 +77,19 @@ def command(ctx: click.Context, source_id: str, as_json: bool) -> None:
         for q in s.quirks:
             click.echo(f"  - {q}")
     click.echo(f"cite:     {s.citation.text}  (`llmtraces cite {s.id}` for BibTeX)")
+
+
+def _listing(s: Source, home: Path) -> None:
+    """Where a source's file list comes from, and what its last fetch skipped."""
+    from ..discover import saved_listing, skipped
+
+    assert s.discover is not None
+    listed = saved_listing(s, home)
+    click.echo(f"files:    listed by Zenodo record {s.discover.zenodo} "
+               f"(https://doi.org/10.5281/zenodo.{s.discover.zenodo}) at fetch time, "
+               "checked against its size and md5; "
+               + (f"{len(listed)} file(s) in the list saved by the last fetch"
+                  if listed is not None else "not fetched yet (run `llmtraces fetch "
+                  f"{s.id}`)"))
+    for name in skipped(s, home):
+        click.echo(f"          skipped (not a trace file): {name}")

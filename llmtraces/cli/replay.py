@@ -31,7 +31,7 @@ def _window(text: str | None) -> tuple[float, float] | None:
 
 
 def _fmt_ms(x: float | None) -> str:
-    return "-" if x is None else f"{x * 1000:,.2f}"
+    return "-" if x is None else f"{x:,.2f}"
 
 
 def table(summary: dict[str, Any]) -> str:
@@ -47,8 +47,8 @@ def table(summary: dict[str, Any]) -> str:
     head = f"{'metric (ms)':<22}{'mean':>10}{'std':>10}" + "".join(f"{k:>10}" for k in keys) \
         + f"{'max':>10}"
     lines.append(head)
-    for name, key in (("TTFT", "ttft_s"), ("TPOT", "tpot_s"), ("ITL", "itl_s"),
-                      ("E2E", "e2e_s"), ("E2E / output token", "normalised_latency_s")):
+    for name, key in (("TTFT", "ttft_ms"), ("TPOT", "tpot_ms"), ("ITL", "itl_ms"),
+                      ("E2E", "e2e_ms"), ("E2E / output token", "normalised_latency_ms")):
         s = m[key]
         lines.append(f"{name:<22}{_fmt_ms(s['mean']):>10}{_fmt_ms(s['std']):>10}"
                      + "".join(f"{_fmt_ms(s.get(k)):>10}" for k in keys)
@@ -70,15 +70,15 @@ def table(summary: dict[str, Any]) -> str:
         share = "-" if g["share"] is None else f"{g['share']:.1%}"
         lines.append(f"goodput  {num(g['rps'], 'req/s')} ({share} of requests meet "
                      f"{g['slo_ms']})")
-    late = f["lateness_s"]
+    late = f["lateness_ms"]
     if late["count"]:
         lines.append(f"fidelity  dispatch lateness p50 {_fmt_ms(late['p50'])} ms, p99 "
                      f"{_fmt_ms(late['p99'])} ms, max {_fmt_ms(late['max'])} ms; late >1 ms "
                      f"{f['late_over_1ms']:.2%}, >10 ms {f['late_over_10ms']:.2%}; drift "
-                     f"{_fmt_ms(f['drift_s'])} ms")
-    if f["queue_s"]["count"] and (f["queue_s"]["max"] or 0) > 0:
-        lines.append(f"client queue  mean {_fmt_ms(f['queue_s']['mean'])} ms, max "
-                     f"{_fmt_ms(f['queue_s']['max'])} ms (--max-concurrency)")
+                     f"{_fmt_ms(f['drift_ms'])} ms")
+    if f["queue_ms"]["count"] and (f["queue_ms"]["max"] or 0) > 0:
+        lines.append(f"client queue  mean {_fmt_ms(f['queue_ms']['mean'])} ms, max "
+                     f"{_fmt_ms(f['queue_ms']['max'])} ms (--max-concurrency)")
     return "\n".join(lines)
 
 

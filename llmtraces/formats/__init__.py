@@ -2,10 +2,12 @@
 
 A writer takes a stream of unified record batches and the trace metadata and writes one file
 atomically. Modules are discovered at run time, so adding a format is adding a module.
+:func:`llmtraces.export` is the public way to use them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -33,12 +35,21 @@ class TraceStream:
 
 @dataclass(frozen=True)
 class Writer:
-    """An export format: its name, file suffix and write function (returns rows written)."""
+    """An export format: its name, file suffix and the function that writes a stream."""
 
     name: str
     suffix: str
     description: str
-    write: Callable[[TraceStream, Path], int]
+    write_stream: Callable[[TraceStream, Path], int]
+
+    def write(self, trace: Any, dest: str | os.PathLike[str]) -> int:
+        """Write ``trace`` (a stream or TraceView, a pyarrow Table, a path or a registry id)
+        to ``dest`` atomically; returns the rows written."""
+        if not isinstance(trace, TraceStream):
+            from ..transforms import open_trace
+
+            trace = open_trace(trace)
+        return self.write_stream(trace, Path(dest))
 
 
 @lru_cache(maxsize=1)
@@ -53,7 +64,7 @@ def all_writers() -> dict[str, Writer]:
 
 
 def get_writer(name: str) -> Writer:
-    """The export format called ``name``."""
+    """The export format called ``name``; a mistyped name gets the closest ones suggested."""
     writers = all_writers()
     try:
         return writers[name]

@@ -2,7 +2,9 @@
 definitions and the names other tools give them).
 
 Latencies are per successful request (``ok``), measured from ``sent_s`` (when the request
-was handed to the HTTP client), in seconds:
+was handed to the HTTP client). ``requests.parquet`` and ``timeseries.parquet`` hold them in
+seconds (``_s`` columns); ``summary.json`` in milliseconds, the unit of ``--slo`` and of what
+the terminal shows, every key naming its unit (``ttft_ms``, ``duration_s``):
 
 - TTFT = first_token - sent (streaming only); E2E = end - sent;
 - TPOT = (E2E - TTFT) / (N - 1), N = output tokens (usage), for N >= 2;
@@ -27,10 +29,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 #: ITL gaps kept exactly; past this many, every k-th gap (k doubling) is kept instead, so the
-#: memory of a long run stays bounded (``itl_s.stride`` in the summary says which).
+#: memory of a long run stays bounded (``itl_ms.stride`` in the summary says which).
 ITL_CAP = 4_000_000
 
 SLO_KEYS = ("ttft", "tpot", "e2e")
+#: Seconds -> milliseconds: summary.json's latencies are in ms, like ``--slo``.
+MS = 1000.0
 
 
 @dataclass(frozen=True)
@@ -87,11 +91,14 @@ def _key(p: float) -> str:
 
 
 def stats(values: pa.Array | pa.ChunkedArray | Sequence[float],
-          percentiles: Sequence[float]) -> dict[str, Any]:
-    """count, mean, std (population), min, max and the percentiles of the non-null values."""
+          percentiles: Sequence[float], scale: float = 1.0) -> dict[str, Any]:
+    """count, mean, std (population), min, max and the percentiles of the non-null values,
+    each multiplied by ``scale`` (1000: seconds to milliseconds)."""
     arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else \
         pa.array(list(values), pa.float64())
     arr = pc.drop_null(arr.cast(pa.float64()))
+    if scale != 1.0:
+        arr = pc.multiply(arr, scale)
     n = len(arr)
     out: dict[str, Any] = {"count": n}
     if n == 0:
@@ -196,28 +203,28 @@ def _sum(col: pa.ChunkedArray | pa.Array) -> int:
 
 def fidelity(table: pa.Table, percentiles: Sequence[float] = (50, 99)) -> dict[str, Any]:
     """How well the dispatcher kept to the schedule: lateness (sent - ready) p50/p99/max,
-    the share late by more than 1 ms and 10 ms, drift, the client queue time, and a warning
-    when the client could not keep up."""
+    the share late by more than 1 ms and 10 ms, drift, the client queue time (all in ms),
+    and a warning when the client could not keep up."""
     sent = table.filter(pc.is_valid(table["sent_s"]))
     late = sent["lateness_s"]
     n = len(late)
     pcts = sorted({50.0, 99.0, *percentiles})
-    out: dict[str, Any] = {"requests": n, "lateness_s": stats(late, pcts)}
+    out: dict[str, Any] = {"requests": n, "lateness_ms": stats(late, pcts, MS)}
     if n:
         out["late_over_1ms"] = pc.sum(pc.greater(late, 0.001)).as_py() / n
         out["late_over_10ms"] = pc.sum(pc.greater(late, 0.010)).as_py() / n
         first_send, last_send = pc.min(sent["sent_s"]).as_py(), pc.max(sent["sent_s"]).as_py()
         first_s, last_s = (pc.min(sent["scheduled_s"]).as_py(),
                            pc.max(sent["scheduled_s"]).as_py())
-        out["drift_s"] = (last_send - first_send) - (last_s - first_s)
+        out["drift_ms"] = ((last_send - first_send) - (last_s - first_s)) * MS
     else:
-        out.update(late_over_1ms=None, late_over_10ms=None, drift_s=None)
-    out["queue_s"] = stats(sent["queue_s"], pcts)
-    p99 = out["lateness_s"].get("p99")
+        out.update(late_over_1ms=None, late_over_10ms=None, drift_ms=None)
+    out["queue_ms"] = stats(sent["queue_s"], pcts, MS)
+    p99 = out["lateness_ms"].get("p99")
     warn = None
-    if n and ((p99 is not None and p99 > 0.010) or (out["late_over_10ms"] or 0) > 0.01):
+    if n and ((p99 is not None and p99 > 10.0) or (out["late_over_10ms"] or 0) > 0.01):
         warn = (f"the client could not keep up with the schedule: p99 dispatch lateness "
-                f"{p99 * 1000:.1f} ms, {out['late_over_10ms']:.1%} of requests sent more than "
+                f"{p99:.1f} ms, {out['late_over_10ms']:.1%} of requests sent more than "
                 "10 ms late; the server saw a smoother load than the trace (use fewer "
                 "requests/s, --max-concurrency, or a faster machine)")
     out["kept_up"] = warn is None
@@ -227,7 +234,8 @@ def fidelity(table: pa.Table, percentiles: Sequence[float] = (50, 99)) -> dict[s
 
 def summarize(source: pa.Table | Path, *, percentiles: Sequence[float] = (50, 90, 99),
               slo: Slo | None = None) -> dict[str, Any]:
-    """The whole-run metrics of a requests table (or ``requests.parquet`` path)."""
+    """The whole-run metrics of a requests table (or ``requests.parquet`` path): latencies in
+    ms (``ttft_ms``, ...), the duration in s, throughputs per second."""
     if isinstance(source, pa.Table):
         table = source
     else:
@@ -273,12 +281,12 @@ def summarize(source: pa.Table | Path, *, percentiles: Sequence[float] = (50, 90
                 pc.fill_null(ok["usage_source"], ""), "usage"), pa.int64())),
         },
         "duration_s": duration,
-        "ttft_s": stats(ok["ttft_s"], pcts),
-        "tpot_s": stats(ok["tpot_s"], pcts),
-        "itl_s": {**stats(itl.values(), pcts), "gaps": itl.seen, "stride": itl.stride},
-        "e2e_s": stats(ok["e2e_s"], pcts),
-        "normalised_latency_s": stats(normalised, pcts),
-        "jitter_s": stats(ok["e2e_s"], [])["std"],
+        "ttft_ms": stats(ok["ttft_s"], pcts, MS),
+        "tpot_ms": stats(ok["tpot_s"], pcts, MS),
+        "itl_ms": {**stats(itl.values(), pcts, MS), "gaps": itl.seen, "stride": itl.stride},
+        "e2e_ms": stats(ok["e2e_s"], pcts, MS),
+        "normalised_latency_ms": stats(normalised, pcts, MS),
+        "jitter_ms": stats(ok["e2e_s"], [], MS)["std"],
         "input_tokens": _sum(prompt),
         "output_tokens": _sum(out_tokens),
         "cached_tokens": _sum(ok["cached_tokens"]),

@@ -478,7 +478,7 @@ class Replay:
         path = self.out / REQUESTS
         table = pq.read_table(path, columns=[c for c in metrics._SCALAR_COLUMNS])
         summary: dict[str, Any] = {
-            "format": "llmtraces.replay-summary", "version": 1,
+            "format": "llmtraces.replay-summary", "version": 2,  # 2: latencies in ms
             "started_at": _dt.datetime.fromtimestamp(self.t0_unix, _dt.UTC)
             .isoformat().replace("+00:00", "Z"),
             "stop_reason": "crashed" if crash is not None else (self.stop_reason or

@@ -127,10 +127,12 @@ def sniff(path: Path) -> NativeFormat:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        known = "; ".join(f"{f.name}: {f.description}" for f in all_formats().values())
-        raise InvalidTraceError(
-            f"{path}:1: unrecognised header or first record {first[:120]!r}; known formats: "
-            f"{known}")
+        if path.stat().st_size == 0:
+            raise InvalidTraceError(f"{path}: empty file; expected a trace (`llmtraces formats` "
+                                    "lists the formats it reads)")
+        seen = repr(first[:100]) + ("..." if len(first) > 100 else "")
+        raise InvalidTraceError(f"{path}:1: unrecognised header or first record {seen}; "
+                                "`llmtraces formats` lists the formats it reads")
     raise InvalidTraceError(
         f"{path}:1: ambiguous: the first line fits {', '.join(f.name for f in matches)}")
 

@@ -111,6 +111,8 @@ class MarconiJSONL(NativeFormat):
     description = ("Marconi trace JSONL (session_id,turn_id,ts,num_input_tokens,"
                    "num_output_tokens,input_tokens,output_tokens)")
     time = TIME
+    #: Only Marconi's traces have this layout: its licence applies to any copy, however named.
+    licence_source = "marconi"
 
     def sniff(self, first_line: str) -> bool:
         keys = first_record_keys(first_line)

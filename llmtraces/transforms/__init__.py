@@ -2,8 +2,9 @@
 
 Row selections (:func:`window`, :func:`head`, :func:`sample`, :func:`filter`), :func:`merge`,
 and time-axis changes (:func:`time_scale`, :func:`rate_scale`, :func:`rebase`) take a trace
-(a :class:`~llmtraces.formats.TraceStream`, a pyarrow Table or a path) and return a stream that
-any writer consumes batch by batch; each records itself in the metadata's ``transforms`` list.
+(a :class:`TraceView`, a pyarrow Table, a path or a registry id) and return a
+:class:`TraceView`: re-readable, streamed batch by batch to any writer, with ``to_table()``,
+``to_pandas()`` and ``num_rows``; each records itself in the metadata's ``transforms`` list.
 :func:`fit` models a trace as BurstGPT does (per-window Gamma inter-arrivals, Zipf request
 lengths, response lengths conditional on request length) and :func:`synthesize` draws a new
 trace from such a :class:`TraceModel`. See ``docs/transforms.md``.
@@ -12,8 +13,10 @@ trace from such a :class:`TraceModel`. See ``docs/transforms.md``.
 from __future__ import annotations
 
 from ._stream import (
+    EmptyResultWarning,
     ReplayableStream,
     TraceLike,
+    TraceView,
     TransformError,
     open_trace,
     replayable,
@@ -23,7 +26,7 @@ from .modeled import GammaWindow, TraceModel, fit, synthesize
 from .ops import filter, head, mean_rate, merge, rate_scale, rebase, sample, time_scale, window
 from .pipeline import Plan
 
-__all__ = ["GammaWindow", "Plan", "ReplayableStream", "TraceLike", "TraceModel",
-           "TransformError", "filter", "fit", "head", "mean_rate", "merge", "open_trace",
-           "rate_scale", "rebase", "replayable", "sample", "synthesize", "time_scale",
-           "to_table", "window"]
+__all__ = ["EmptyResultWarning", "GammaWindow", "Plan", "ReplayableStream", "TraceLike",
+           "TraceModel", "TraceView", "TransformError", "filter", "fit", "head", "mean_rate",
+           "merge", "open_trace", "rate_scale", "rebase", "replayable", "sample", "synthesize",
+           "time_scale", "to_table", "window"]

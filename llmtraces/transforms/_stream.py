@@ -1,21 +1,27 @@
-"""Plumbing shared by the transforms: re-readable streams, first passes, live metadata, and
-request-id renumbering with parent links kept.
+"""Plumbing shared by the transforms: the re-readable :class:`TraceView`, first passes, live
+metadata, and request-id renumbering with parent links kept.
 
-A transform takes a :class:`~llmtraces.formats.TraceStream` and returns one. Most work batch
-by batch. The few that need a fact about the whole trace (its first arrival, its mean rate, a
-sampling threshold) read it in a first pass over only the columns they need, from a
-:class:`ReplayableStream`: a stream that can be opened again, column-projected. A unified
-Parquet file or a pyarrow Table is replayable as it is; any other stream is spooled once to a
-temporary Parquet file first, so memory stays bounded whatever the trace's size.
+Every transform takes a trace and returns a :class:`TraceView`: a recipe, not a result. Each
+read (``batches``, :meth:`TraceView.to_table`, a writer) opens its source again (a unified
+Parquet file, a pyarrow Table, a native file, or the view it was derived from) and streams it
+batch by batch, so a view can be read any number of times in bounded memory. The few
+transforms that need a fact about the whole trace (its first arrival, its mean rate, a
+sampling threshold) take it in a first pass over only the columns they need (``reopen``);
+where that would mean parsing a native file twice, it is spooled once to a temporary Parquet
+file instead.
 """
 
 from __future__ import annotations
 
 import array
 import copy
+import importlib
+import json
 import os
 import shutil
+import sys
 import tempfile
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,8 +39,9 @@ from ..schema import METADATA_KEY, TRACE_SCHEMA
 #: Rows per batch that the transforms read and write (the Parquet writer's row group size).
 BATCH_ROWS = 1 << 17
 
-#: What the transforms accept: a stream, a pyarrow Table in the unified schema, or a path to a
-#: unified Parquet file or a native trace file.
+#: What the transforms accept: a :class:`TraceView` (or any stream), a pyarrow Table in the
+#: unified schema, a path to a unified Parquet file or a native trace file, or a registry id
+#: (``"azure-llm-2023/code"``; ``"burstgpt"`` alone for a source with one trace).
 TraceLike: TypeAlias = "TraceStream | pa.Table | str | os.PathLike[str]"
 
 #: Opens a trace again: the batches of the given columns only, from the start.
@@ -45,17 +52,166 @@ class TransformError(LLMTracesError, ValueError):
     """A transform that cannot apply to this trace or these parameters (e.g. no timing)."""
 
 
-@dataclass
-class ReplayableStream(TraceStream):
-    """A :class:`TraceStream` that can be read again, column-projected, for first passes.
+class EmptyResultWarning(UserWarning):
+    """A transform kept none of its input's requests (e.g. a window outside the trace)."""
 
-    ``reopen(columns)`` yields the batches of just those columns from the start, as many times
-    as asked. ``parquet`` is set when the stream is an untransformed unified Parquet file, whose
-    row-group statistics then answer min/max questions without reading any data.
+
+class TraceView(TraceStream):
+    """A unified trace that can be read again and again: what every transform returns.
+
+    Reading it (``batches``, :meth:`to_table`, :meth:`to_pandas`, any writer or
+    :func:`llmtraces.export`) opens its source again and streams it, so reading twice gives
+    the same rows, and memory holds a batch at a time unless :meth:`to_table` is asked for.
+    Pass it to any transform, to :func:`llmtraces.load` or :func:`llmtraces.iter_requests`.
+
+    ``meta`` (also :attr:`metadata`) is the trace metadata; a read keeps it up to date (its
+    ``rows`` is set once a read has finished). ``reopen(columns)`` reads only those columns,
+    for first passes, where that is cheap (None for a native file, which is spooled instead);
+    ``parquet`` is set for an untransformed unified Parquet file.
+
+    Examples
+    --------
+    >>> import llmtraces
+    >>> w = llmtraces.window(llmtraces.load("azure-llm-2023", trace="code"), 30, 30)
+    >>> w
+    <TraceView azure-llm-2023/code: 46 requests, 9.1 s, window(30s..60s)>
+    >>> w.num_rows, w.to_table().num_rows, w.to_table().num_rows   # re-readable
+    (46, 46, 46)
     """
 
-    reopen: Reopen | None = None
-    parquet: Path | None = None
+    def __init__(self, meta: dict[str, Any], read: Callable[[], Iterator[pa.RecordBatch]], *,
+                 reopen: Reopen | None = None, parquet: Path | None = None,
+                 first: Iterator[pa.RecordBatch] | None = None, settled: bool = True,
+                 checked_at_end: bool = False, table: pa.Table | None = None) -> None:
+        self.meta = meta
+        self.reopen = reopen
+        self.parquet = parquet
+        #: Metadata complete before any read (False: a native reader fills it as it goes).
+        self.settled = settled
+        #: A read must go to the end for the input to be checked (a native reader's checks).
+        self.checked_at_end = checked_at_end
+        self._read = read
+        self._first = first  # a read already opened (a native file's first scan)
+        self._table = table
+        self._facts: ArrivalFacts | None = None
+
+    @property
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """A new read of the trace from its start (unified record batches)."""
+        first, self._first = self._first, None
+        return first if first is not None else self._read()
+
+    @batches.setter
+    def batches(self, value: Iterator[pa.RecordBatch]) -> None:
+        raise AttributeError("a TraceView is re-read from its source; its batches cannot be "
+                             "replaced (build a TraceStream instead)")
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The trace metadata (source, licence, time semantics, ``transforms``, ``rows``)."""
+        return self.meta
+
+    @property
+    def num_rows(self) -> int:
+        """Number of requests: from the metadata or Parquet footer when known, else counted
+        in one pass over as few columns as the recipe needs (nothing is kept)."""
+        if self._table is not None:
+            return int(self._table.num_rows)
+        if self.parquet is not None:
+            return int(pq.ParquetFile(self.parquet).metadata.num_rows)
+        rows = self.meta.get("rows")
+        if rows is None:
+            batches = self.reopen(["request_id"]) if self.reopen is not None else self.batches
+            rows = sum(b.num_rows for b in batches)
+            self.meta["rows"] = rows
+        return int(rows)
+
+    def to_table(self) -> pa.Table:
+        """The whole trace as a pyarrow Table in the unified schema, its metadata in the
+        schema's ``llmtraces.trace`` entry (read it into memory only when it fits)."""
+        return to_table(self)
+
+    def to_pandas(self) -> Any:
+        """The whole trace as a pandas DataFrame (needs the ``pandas`` extra)."""
+        try:
+            importlib.import_module("pandas")
+        except ImportError:
+            raise ImportError("TraceView.to_pandas needs pandas: pip install "
+                              "'llmtraces[pandas]' (or use to_table(), a pyarrow Table)"
+                              ) from None
+        return self.to_table().to_pandas()
+
+    def __repr__(self) -> str:
+        return f"<TraceView {label(self.meta)}: {self._summary()}>"
+
+    def _summary(self) -> str:
+        """Rows and time span where they are cheap to know, then the transforms applied."""
+        parts = []
+        facts = self._cheap_facts()
+        rows = facts.rows if facts is not None else self.meta.get("rows")
+        parts.append(f"{rows:,} requests" if rows is not None else "? requests (not read yet)")
+        if facts is not None and facts.first_us is not None and facts.last_us is not None:
+            parts.append(span_text((facts.last_us - facts.first_us) / 1e6))
+        ops = [describe_op(e) for e in self.meta.get("transforms") or []]
+        if ops:
+            parts.append(" | ".join(ops))
+        return ", ".join(parts)
+
+    def _cheap_facts(self) -> ArrivalFacts | None:
+        """Rows and arrival range, from statistics or a pass over ``arrival_us``; None where
+        that would mean parsing a native file, or where the pass fails."""
+        if self._facts is None and self.reopen is not None:
+            try:
+                self._facts = arrival_facts(self)
+            except Exception:  # a repr never raises: the read reports the problem
+                return None
+        return self._facts
+
+
+#: The old name of :class:`TraceView`.
+ReplayableStream = TraceView
+
+
+def label(meta: dict[str, Any]) -> str:
+    """``source/trace`` of a trace's metadata, or what names it best."""
+    source, trace = meta.get("source"), meta.get("trace")
+    if source and trace:
+        return f"{source}/{trace}"
+    return str(trace or meta.get("native_file") or "trace")
+
+
+def span_text(seconds: float) -> str:
+    """A duration in the unit that reads best: ``29.1 s``, ``57.3 min``, ``2.5 h``."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def describe_op(entry: dict[str, Any]) -> str:
+    """One ``transforms`` entry as a short call: ``window(30s..60s)``, ``head(5)``."""
+    op = str(entry.get("op"))
+    args: list[str] = []
+    if op == "window":
+        start, length = entry.get("start_s", 0), entry.get("duration_s", 0)
+        args.append(f"{start:g}s..{start + length:g}s")
+    elif op in ("head", "rebase"):
+        args += [str(entry["n"])] if "n" in entry else []
+    elif op == "time_scale":
+        args.append(f"{entry.get('speedup'):g}x")
+    elif op == "rate_scale":
+        args.append(f"rps={entry.get('rps', entry.get('target_rps')):g}")
+    elif op == "merge":
+        args.append(f"{entry.get('inputs')} traces, align={entry.get('align')}")
+    else:
+        keep = {"sample": ("fraction", "n", "seed"), "filter": ("model", "service", "failed"),
+                "synthesize": ("rps", "duration_s", "seed")}.get(op, ())
+        args += [f"{k}={entry[k]!r}" for k in keep if entry.get(k) is not None]
+    return f"{op}({', '.join(args)})"
 
 
 def _cast_columns(batch: pa.RecordBatch, names: Sequence[str]) -> pa.RecordBatch:
@@ -66,69 +222,114 @@ def _cast_columns(batch: pa.RecordBatch, names: Sequence[str]) -> pa.RecordBatch
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def parquet_stream(path: Path) -> ReplayableStream:
-    """A unified Parquet file as a replayable stream (metadata complete from the start)."""
+def _schema_order(columns: Sequence[str]) -> list[str]:
+    return [n for n in TRACE_SCHEMA.names if n in set(columns)]
+
+
+def parquet_stream(path: Path) -> TraceView:
+    """A unified Parquet file as a view (metadata complete from the start)."""
     from ..formats.parquet import read_stream
 
     path = Path(path)
-    base = read_stream(path, batch_rows=BATCH_ROWS)
+    meta = read_stream(path).meta  # checks the schema now, not at the first read
+
+    def read() -> Iterator[pa.RecordBatch]:
+        return read_stream(path, batch_rows=BATCH_ROWS).batches
 
     def reopen(columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-        names = [n for n in TRACE_SCHEMA.names if n in set(columns)]
+        names = _schema_order(columns)
         pf = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=names):
             yield _cast_columns(batch, names)
 
-    return ReplayableStream(base.batches, base.meta, reopen=reopen, parquet=path)
+    return TraceView(meta, read, reopen=reopen, parquet=path)
 
 
-def table_stream(table: pa.Table) -> ReplayableStream:
-    """A pyarrow Table in the unified schema as a replayable stream; its trace metadata is the
-    schema's ``llmtraces.trace`` entry where present (tables read from llmtraces Parquet)."""
-    import json
-
+def table_stream(table: pa.Table) -> TraceView:
+    """A pyarrow Table in the unified schema as a view; its trace metadata is the schema's
+    ``llmtraces.trace`` entry where present (tables read from llmtraces Parquet), with
+    ``rows`` the table's."""
     missing = [n for n in TRACE_SCHEMA.names if n not in table.schema.names]
     if missing:
-        raise InvalidTraceError(f"not a unified trace table: no columns {missing}")
+        raise InvalidTraceError(f"not a unified trace table: no columns {missing} (a table "
+                                "read with columns= holds only some; load it whole)")
     raw = (table.schema.metadata or {}).get(METADATA_KEY.encode())
     meta: dict[str, Any] = json.loads(raw) if raw else {}
+    meta["rows"] = table.num_rows  # a filtered load keeps the whole file's metadata
     table = table.select(TRACE_SCHEMA.names).cast(TRACE_SCHEMA)
 
+    def read() -> Iterator[pa.RecordBatch]:
+        return iter(table.to_batches(max_chunksize=BATCH_ROWS))
+
     def reopen(columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-        names = [n for n in TRACE_SCHEMA.names if n in set(columns)]
-        yield from table.select(names).to_batches(max_chunksize=BATCH_ROWS)
+        yield from table.select(_schema_order(columns)).to_batches(max_chunksize=BATCH_ROWS)
 
-    return ReplayableStream(iter(table.to_batches(max_chunksize=BATCH_ROWS)), meta,
-                            reopen=reopen)
+    return TraceView(meta, read, reopen=reopen, table=table)
 
 
-def open_trace(trace: TraceLike) -> TraceStream:
-    """Any trace-like input as a stream: streams as they are, Tables and unified Parquet files
-    as replayable streams, native files through their reader (checked as ``convert`` does).
+def native_stream(path: Path) -> TraceView:
+    """A native trace file as a view: every read parses it again through its reader, checked
+    as ``convert`` checks it; first passes spool it (``reopen`` is None)."""
+    from ..convert import identify, scan
+    from ..report import Report
+
+    def open_scan() -> TraceStream:
+        report = Report()
+        return scan(identify(path, report), report)
+
+    first = open_scan()  # recognises the format now; its metadata fills as it is read
+    meta = first.meta
+
+    def read() -> Iterator[pa.RecordBatch]:
+        again = open_scan()
+        return live(again.batches, again.meta, meta)
+
+    return TraceView(meta, read, first=first.batches, settled=False, checked_at_end=True)
+
+
+def once(stream: TraceStream) -> TraceView:
+    """A one-shot stream (a native reader's, a writer hook's) as a view that can be read once;
+    a second read is a clear error. First passes spool it."""
+    def again() -> Iterator[pa.RecordBatch]:
+        raise TransformError("this trace was built on a one-shot stream that has been read "
+                             "already; start from a path, a registry id, a pyarrow Table or a "
+                             "TraceView to read it again")
+
+    return TraceView(stream.meta, again, first=stream.batches, settled=False,
+                     checked_at_end=stream.meta.get("rows") is None)
+
+
+def open_trace(trace: TraceLike) -> TraceView:
+    """Any trace-like input as a :class:`TraceView`: views as they are, Tables, unified
+    Parquet files and registry ids as re-readable views, native files through their reader
+    (checked as ``convert`` does), any other stream as a view that can be read once.
 
     Examples
     --------
     >>> import llmtraces
-    >>> s = open_trace(llmtraces.load("azure-llm-2023", trace="code"))
-    >>> sum(b.num_rows for b in s.batches)
-    8819
+    >>> s = open_trace("azure-llm-2023/code")    # fetched and converted into the cache
+    >>> sum(b.num_rows for b in s.batches), s.num_rows
+    (8819, 8819)
     """
-    if isinstance(trace, TraceStream):
+    if isinstance(trace, TraceView):
         return trace
+    if isinstance(trace, TraceStream):
+        return once(trace)
     if isinstance(trace, pa.Table):
         return table_stream(trace)
+    if not isinstance(trace, str | os.PathLike):
+        raise TypeError(f"expected a trace (a path, a registry id, a pyarrow Table or a "
+                        f"TraceView), got {type(trace).__name__}")
     path = Path(os.fspath(trace)).expanduser()
+    if not path.exists() and isinstance(trace, str):
+        from ..api import registry_path
+
+        return parquet_stream(registry_path(trace))
     if not path.is_file():
         raise InvalidTraceError(f"{path}: no such file")
     from ..formats.parquet import is_unified
 
-    if is_unified(path):
-        return parquet_stream(path)
-    from ..convert import identify, scan
-    from ..report import Report
-
-    report = Report()
-    return scan(identify(path, report), report)
+    return parquet_stream(path) if is_unified(path) else native_stream(path)
 
 
 def to_table(trace: TraceLike) -> pa.Table:
@@ -139,11 +340,9 @@ def to_table(trace: TraceLike) -> pa.Table:
     Examples
     --------
     >>> import llmtraces
-    >>> to_table(llmtraces.load("azure-llm-2023", trace="code")).num_rows
-    8819
+    >>> to_table(llmtraces.head("azure-llm-2023/code", 5)).num_rows
+    5
     """
-    import json
-
     stream = open_trace(trace)
     table = pa.Table.from_batches(list(stream.batches), schema=TRACE_SCHEMA)
     meta = {**(TRACE_SCHEMA.metadata or {}),
@@ -151,11 +350,13 @@ def to_table(trace: TraceLike) -> pa.Table:
     return table.replace_schema_metadata(meta)
 
 
-def replayable(stream: TraceStream) -> ReplayableStream:
-    """``stream`` itself when it can be re-read; otherwise it is written once to a temporary
-    unified Parquet file (removed when the returned stream is garbage-collected) and read from
-    there, so a first pass costs one sequential write, not memory."""
-    if isinstance(stream, ReplayableStream) and stream.reopen is not None:
+def replayable(trace: TraceLike) -> TraceView:
+    """``trace`` as a view with a cheap ``reopen`` for first passes: itself when it has one;
+    otherwise it is written once to a temporary unified Parquet file (removed when the
+    returned view is garbage-collected) and read from there, so a first pass costs one
+    sequential write, not memory."""
+    stream = open_trace(trace)
+    if stream.reopen is not None:
         return stream
     from ..formats.parquet import write
 
@@ -268,7 +469,7 @@ def _stats_facts(path: Path) -> ArrivalFacts | None:
     return ArrivalFacts(rows, nulls, lo, hi)
 
 
-def arrival_facts(stream: ReplayableStream) -> ArrivalFacts:
+def arrival_facts(stream: TraceView) -> ArrivalFacts:
     """Row count, nulls, first and last arrival of a replayable stream: from Parquet
     statistics when it is a file as stored, else one pass over ``arrival_us`` only."""
     if stream.parquet is not None:
@@ -395,23 +596,55 @@ class Renumber:
         return out
 
 
-def derive(inp: TraceStream, entry: dict[str, Any], make: Callable[[], Callable[
-        [Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]], needs: Iterable[str],
-        overrides: Callable[[], dict[str, Any]] | None = None) -> ReplayableStream:
-    """The stream ``make()(inp.batches)``, with metadata ``entry`` appended to ``transforms``.
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside this package (the
+    user's line that read the trace), counted from the function that calls this one."""
+    package = os.path.dirname(os.path.dirname(__file__))  # as code objects name their files
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        level += 1
+        frame = frame.f_back  # type: ignore[assignment]
+    return level
 
-    ``make`` returns a fresh batch function for each run (it may hold state), so the output can
-    be replayed, column-projected, whenever the input can: the function then runs on the
-    input's batches of the asked columns plus ``needs``.
+
+def derive(inp: TraceView, entry: dict[str, Any], make: Callable[[], Callable[
+        [Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]], needs: Iterable[str],
+        overrides: Callable[[], dict[str, Any]] | None = None, *,
+        empty: Callable[[], str] | None = None, warn_empty: bool = True) -> TraceView:
+    """The view ``make()(inp.batches)``, with metadata ``entry`` appended to ``transforms``.
+
+    ``make`` returns a fresh batch function for each read (it may hold state), so the output
+    is re-read by re-reading the input, and column-projected whenever the input can be: the
+    function then runs on the input's batches of the asked columns plus ``needs``. A read
+    that keeps none of a non-empty input's rows warns (:class:`EmptyResultWarning`), with
+    ``empty()`` appended to the message, unless ``warn_empty`` is False (``head(0)``).
     """
     needs = set(needs)
     out_meta = derived_meta(inp.meta, entry)
     reopen: Reopen | None = None
-    in_reopen = inp.reopen if isinstance(inp, ReplayableStream) else None
+    in_reopen = inp.reopen
     if in_reopen is not None:
         def reopen(columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
             assert in_reopen is not None
             cols = set(columns) | needs
             return project(make()(in_reopen(sorted(cols))), columns)
-    batches = live(make()(inp.batches), inp.meta, out_meta, overrides)
-    return ReplayableStream(batches, out_meta, reopen=reopen)
+
+    def read() -> Iterator[pa.RecordBatch]:
+        source = inp.batches  # now: a one-shot input already read fails here, clearly
+        seen = [0]
+
+        def counted() -> Iterator[pa.RecordBatch]:
+            for batch in source:
+                seen[0] += batch.num_rows
+                yield batch
+
+        def run() -> Iterator[pa.RecordBatch]:
+            yield from live(make()(counted()), inp.meta, out_meta, overrides)
+            if warn_empty and out_meta["rows"] == 0 and seen[0]:
+                warnings.warn(f"{describe_op(entry)} kept none of the {seen[0]:,} requests of "
+                              f"{label(inp.meta)}{empty() if empty is not None else ''}",
+                              EmptyResultWarning, stacklevel=_caller_level())
+        return run()
+
+    return TraceView(out_meta, read, reopen=reopen, settled=inp.settled,
+                     checked_at_end=inp.checked_at_end)

@@ -27,8 +27,8 @@ from ..schema import SCHEMA_VERSION, make_batch
 from ._math import Sampler, gamma_mle, zipf_cdf, zipf_mle
 from ._stream import (
     BATCH_ROWS,
-    ReplayableStream,
     TraceLike,
+    TraceView,
     TransformError,
     arange,
     open_trace,
@@ -145,6 +145,18 @@ class TraceModel(_Model):
             return sum(rates) / len(rates) if rates else 0.0
         return total / weight
 
+    def rate_over(self, duration_s: float) -> float:
+        """Expected rate of a trace of ``duration_s`` seconds drawn from the model: the rates
+        of the windows it covers (repeating past the last), weighted by the time in each."""
+        rates = [w.rate(self.window_s) for w in self.windows]
+        if not rates or not duration_s > 0:
+            return 0.0
+        whole, rest = divmod(duration_s, self.window_s)
+        cycles, extra = divmod(int(whole), len(rates))
+        total = (cycles * sum(rates) + sum(rates[:extra])) * self.window_s \
+            + rates[extra] * rest
+        return total / duration_s
+
     def to_json(self) -> str:
         """The model as JSON text (keys in a fixed order, floats exact)."""
         return self.model_dump_json(indent=1) + "\n"
@@ -197,9 +209,8 @@ def length_bin(tokens: int) -> int:
     return math.floor(BINS_PER_OCTAVE * math.log2(tokens)) if tokens > 0 else -1
 
 
-def _batches(stream: Any) -> Iterator[pa.RecordBatch]:
-    reopen = stream.reopen if isinstance(stream, ReplayableStream) else None
-    return reopen(_COLUMNS) if reopen is not None else stream.batches
+def _batches(stream: TraceView) -> Iterator[pa.RecordBatch]:
+    return stream.reopen(_COLUMNS) if stream.reopen is not None else stream.batches
 
 
 def fit(trace: TraceLike, window_s: float = 1200.0) -> TraceModel:
@@ -213,7 +224,7 @@ def fit(trace: TraceLike, window_s: float = 1200.0) -> TraceModel:
 
     Parameters
     ----------
-    trace : TraceStream, pyarrow.Table or path
+    trace : TraceView, pyarrow.Table, path or registry id
         A unified trace with timing.
     window_s : float
         Window length in seconds (the paper's 20 minutes by default).
@@ -224,8 +235,7 @@ def fit(trace: TraceLike, window_s: float = 1200.0) -> TraceModel:
 
     Examples
     --------
-    >>> import llmtraces
-    >>> m = fit(llmtraces.load("azure-llm-2023", trace="code"))
+    >>> m = fit("azure-llm-2023/code")
     >>> len(m.windows), round(m.windows[0].alpha, 3), round(m.request_lengths.exponent, 3)
     (3, 0.24, 0.523)
     """
@@ -348,14 +358,16 @@ def fit(trace: TraceLike, window_s: float = 1200.0) -> TraceModel:
 
 
 def synthesize(model: TraceModel, rps: float | None = None, duration_s: float | None = None,
-               seed: int = 0) -> ReplayableStream:
+               seed: int = 0) -> TraceView:
     """A new unified trace drawn from ``model``.
 
     Arrivals form a renewal process whose gaps follow the Gamma of the window the previous
     arrival is in (a window with no fit is Poisson at its own rate; one with no requests is
-    skipped); the first request arrives at 0. ``rps`` scales every window's rate β by the same
-    factor so that the mean rate is ``rps`` (BurstGPT's adjusting of β); the shapes α, and so
-    the burstiness, are kept. Past the model's last window, the windows repeat. Input lengths
+    skipped); the first request arrives at 0. Past the model's last window, the windows repeat.
+    ``rps`` scales every window's rate β by the same factor so that the expected rate over
+    ``duration_s`` is ``rps`` (BurstGPT's adjusting of β; the windows the duration covers
+    are the ones that count, see :meth:`TraceModel.rate_over`); the shapes α, and so the
+    burstiness, are kept. Input lengths
     come from the Zipf fit, output lengths from the percentiles of the input length's bin (the
     nearest bin with data where it has none). Every row is a successful request
     (``failed`` false) of the model's ``model`` / ``service`` where the fitted trace had one.
@@ -374,26 +386,25 @@ def synthesize(model: TraceModel, rps: float | None = None, duration_s: float | 
 
     Returns
     -------
-    ReplayableStream
-        Batches of up to 131,072 rows; replaying it gives the same rows.
+    TraceView
+        Batches of up to 131,072 rows; reading it again gives the same rows.
 
     Examples
     --------
-    >>> import llmtraces
-    >>> from llmtraces.transforms import to_table
-    >>> m = fit(llmtraces.load("azure-llm-2023", trace="code"))
-    >>> t = to_table(synthesize(m, rps=5, duration_s=60, seed=1))
+    >>> m = fit("azure-llm-2023/code")
+    >>> t = synthesize(m, rps=5, duration_s=60, seed=1).to_table()
     >>> t.num_rows, t["arrival_us"][0].as_py()
-    (432, 0)
+    (360, 0)
     """
     if rps is not None and not (rps > 0 and math.isfinite(rps)):
         raise TransformError(f"synthesize: rps must be a positive number (got {rps})")
     duration = model.span_s if duration_s is None else float(duration_s)
     if not (duration > 0 and math.isfinite(duration)):
         raise TransformError(f"synthesize: duration must be > 0 s (got {duration_s})")
-    if model.mean_rps <= 0:
+    own = model.rate_over(duration)
+    if own <= 0:
         raise TransformError("synthesize: the model has no requests")
-    factor = 1.0 if rps is None else rps / model.mean_rps
+    factor = 1.0 if rps is None else rps / own
     digest = hashlib.sha256(model.to_json().encode()).hexdigest()
     from .. import __version__
 
@@ -413,7 +424,7 @@ def synthesize(model: TraceModel, rps: float | None = None, duration_s: float | 
                         "duration_s": duration, "seed": seed, "rate_factor": factor}],
     }
 
-    def run() -> Iterator[pa.RecordBatch]:
+    def read() -> Iterator[pa.RecordBatch]:
         rows = 0
         for batch in _generate(model, factor, duration, seed):
             rows += batch.num_rows
@@ -424,7 +435,7 @@ def synthesize(model: TraceModel, rps: float | None = None, duration_s: float | 
         for batch in _generate(model, factor, duration, seed):
             yield batch.select([c for c in batch.schema.names if c in set(columns)])
 
-    return ReplayableStream(run(), meta, reopen=reopen)
+    return TraceView(meta, read, reopen=reopen)
 
 
 def _generate(model: TraceModel, factor: float, duration: float, seed: int

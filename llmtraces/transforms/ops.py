@@ -1,10 +1,11 @@
 """Transforms of unified traces: select rows, merge traces, move and stretch the time axis.
 
-Every function takes a trace (a :class:`~llmtraces.formats.TraceStream`, a pyarrow Table in the
-unified schema, or a path) and returns a stream that a writer consumes batch by batch. Rows
-keep their order; ``request_id`` is renumbered 0..n-1 after rows are dropped and
-``parent_request_id`` follows its parent's new id (null when the parent was dropped). Each
-transform appends ``{"op": name, ...parameters}`` to the metadata's ``transforms`` list.
+Every function takes a trace (a :class:`~llmtraces.transforms.TraceView`, a pyarrow Table in
+the unified schema, a path or a registry id) and returns a :class:`TraceView` that can be read
+any number of times, each read streamed batch by batch. Rows keep their order;
+``request_id`` is renumbered 0..n-1 after rows are dropped and ``parent_request_id`` follows
+its parent's new id (null when the parent was dropped). Each transform appends
+``{"op": name, ...parameters}`` to the metadata's ``transforms`` list.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..formats import TraceStream
 from ._stream import (
     BATCH_ROWS,
     IdMap,
     Renumber,
-    ReplayableStream,
     TraceLike,
+    TraceView,
     TransformError,
     arange,
     arrival_facts,
@@ -36,6 +36,7 @@ from ._stream import (
     replayable,
     require_timing,
     set_column,
+    span_text,
 )
 
 Batches = Iterator[pa.RecordBatch]
@@ -45,15 +46,9 @@ _U64 = pa.uint64()
 _M64 = (1 << 64) - 1
 
 
-def _drains(stream: TraceStream) -> bool:
-    """Whether stopping early would leave the input unchecked: a native reader validates the
-    file (row count, checksum) only once it has read to the end."""
-    return stream.meta.get("rows") is None
-
-
-def _selection(inp: TraceStream, entry: dict[str, Any],
-               keep: Callable[[pa.RecordBatch], pa.Array], needs: Sequence[str]
-               ) -> ReplayableStream:
+def _selection(inp: TraceView, entry: dict[str, Any],
+               keep: Callable[[pa.RecordBatch], pa.Array], needs: Sequence[str], *,
+               empty: Callable[[], str] | None = None, warn_empty: bool = True) -> TraceView:
     """A row selection by a per-batch mask, with renumbering."""
     def make() -> BatchFn:
         def run(batches: Batches) -> Batches:
@@ -63,25 +58,27 @@ def _selection(inp: TraceStream, entry: dict[str, Any],
                 if out.num_rows:
                     yield out
         return run
-    return derive(inp, entry, make, {"request_id", *needs})
+    return derive(inp, entry, make, {"request_id", *needs}, empty=empty,
+                  warn_empty=warn_empty)
 
 
-def window(trace: TraceLike, start_s: float, duration_s: float) -> ReplayableStream:
+def window(trace: TraceLike, start_s: float, duration_s: float) -> TraceView:
     """The requests that arrive in ``[start_s, start_s + duration_s)`` seconds.
 
     Times are on the trace's own axis (``arrival_us`` is µs since its time origin). Arrivals
-    are not moved: follow with :func:`rebase` for a window that starts at 0.
+    are not moved: follow with :func:`rebase` for a window that starts at 0. A window that
+    holds no request warns (:class:`EmptyResultWarning`), naming the trace's span.
 
     Parameters
     ----------
-    trace : TraceStream, pyarrow.Table or path
+    trace : TraceView, pyarrow.Table, path or registry id
         A unified trace with timing.
     start_s, duration_s : float
         Window start and length in seconds; ``duration_s`` must be positive.
 
     Returns
     -------
-    ReplayableStream
+    TraceView
         The rows in the window, renumbered.
 
     Raises
@@ -92,8 +89,7 @@ def window(trace: TraceLike, start_s: float, duration_s: float) -> ReplayableStr
     Examples
     --------
     >>> import llmtraces
-    >>> from llmtraces.transforms import to_table, window
-    >>> t = to_table(window(llmtraces.load("azure-llm-2023", trace="code"), 30, 30))
+    >>> t = llmtraces.window("azure-llm-2023/code", 30, 30).to_table()
     >>> t.num_rows, t["request_id"][0].as_py(), t["arrival_us"][0].as_py()
     (46, 0, 30177869)
     """
@@ -103,17 +99,26 @@ def window(trace: TraceLike, start_s: float, duration_s: float) -> ReplayableStr
     require_timing(inp.meta, "window")
     lo = round(start_s * 1e6)
     hi = lo + round(duration_s * 1e6)
+    seen: list[int] = []  # first and last arrival of the input, for the empty-window warning
 
     def keep(batch: pa.RecordBatch) -> pa.Array:
         arr = batch.column("arrival_us")
         check_arrivals(arr, "window")
+        if len(arr):
+            mm = pc.min_max(arr)
+            seen[:] = [min(seen[:1] + [mm["min"].as_py()]), max(seen[1:] + [mm["max"].as_py()])]
         return pc.and_(pc.greater_equal(arr, lo), pc.less(arr, hi))
 
-    return _selection(inp, {"op": "window", "start_s": start_s,
-                                      "duration_s": duration_s}, keep, ["arrival_us"])
+    def empty() -> str:
+        first, last = seen[0] / 1e6, seen[1] / 1e6
+        return (f": its arrivals span {first:,.1f} s..{last:,.1f} s ({span_text(last - first)}"
+                f") on its own axis; pick a window inside it")
+
+    return _selection(inp, {"op": "window", "start_s": start_s, "duration_s": duration_s},
+                      keep, ["arrival_us"], empty=empty)
 
 
-def head(trace: TraceLike, n: int) -> ReplayableStream:
+def head(trace: TraceLike, n: int) -> TraceView:
     """The first ``n`` requests in row order.
 
     A unified Parquet input is read only as far as needed; a native file is still read to
@@ -122,14 +127,13 @@ def head(trace: TraceLike, n: int) -> ReplayableStream:
     Examples
     --------
     >>> import llmtraces
-    >>> from llmtraces.transforms import head, to_table
-    >>> to_table(head(llmtraces.load("azure-llm-2023", trace="code"), 5)).num_rows
+    >>> llmtraces.head("azure-llm-2023/code", 5).num_rows
     5
     """
     if n < 0:
         raise TransformError(f"head: n must be >= 0 (got {n})")
     inp = open_trace(trace)
-    drain = _drains(inp)
+    drain = inp.checked_at_end
 
     def make() -> BatchFn:
         def run(batches: Batches) -> Batches:
@@ -143,12 +147,12 @@ def head(trace: TraceLike, n: int) -> ReplayableStream:
                     break
         return run
     # head keeps a prefix: ids and parent links stay valid (parents precede their children)
-    return derive(inp, {"op": "head", "n": n}, make, ())
+    return derive(inp, {"op": "head", "n": n}, make, (), warn_empty=n > 0)
 
 
 def filter(trace: TraceLike, *, model: str | Sequence[str] | None = None,
            service: str | Sequence[str] | None = None, failed: bool | None = None
-           ) -> ReplayableStream:
+           ) -> TraceView:
     """The requests of the given models and services, failed or not.
 
     Parameters
@@ -161,10 +165,8 @@ def filter(trace: TraceLike, *, model: str | Sequence[str] | None = None,
 
     Examples
     --------
-    >>> import llmtraces
-    >>> from llmtraces.transforms import filter, to_table
-    >>> to_table(filter(llmtraces.load("azure-llm-2023", trace="code"), service="code")
-    ...          ).num_rows
+    >>> from llmtraces.transforms import filter
+    >>> filter("azure-llm-2023/code", service="code").num_rows
     8819
     """
     inp = open_trace(trace)
@@ -244,7 +246,7 @@ def sample_keys(batch: pa.RecordBatch, seed: int) -> pa.Array:
                        2.0 ** -53)
 
 
-def _threshold(stream: ReplayableStream, n: int, seed: int) -> float:
+def _threshold(stream: TraceView, n: int, seed: int) -> float:
     """The largest key threshold that keeps at most ``n`` rows (whole units only): the
     ``n+1``-th smallest key over the trace, from one pass over two columns."""
     assert stream.reopen is not None
@@ -261,7 +263,7 @@ def _threshold(stream: ReplayableStream, n: int, seed: int) -> float:
 
 
 def sample(trace: TraceLike, fraction: float | None = None, n: int | None = None,
-           seed: int = 0) -> ReplayableStream:
+           seed: int = 0) -> TraceView:
     """A deterministic sample that keeps sessions whole.
 
     Each sampling unit (a session, or a request with no ``session_id``) gets a key in [0, 1)
@@ -282,15 +284,18 @@ def sample(trace: TraceLike, fraction: float | None = None, n: int | None = None
     Examples
     --------
     >>> import llmtraces
-    >>> from llmtraces.transforms import sample, to_table
     >>> code = llmtraces.load("azure-llm-2023", trace="code")
-    >>> to_table(sample(code, n=100, seed=1)).num_rows
+    >>> llmtraces.sample(code, n=100, seed=1).num_rows              # 100 requests
     100
+    >>> llmtraces.sample(code, fraction=0.1, seed=1).num_rows       # about a tenth
+    877
     """
     if (fraction is None) == (n is None):
         raise TransformError("sample: give exactly one of fraction and n")
     if fraction is not None and not 0 <= fraction <= 1:
-        raise TransformError(f"sample: fraction must be in [0, 1] (got {fraction})")
+        hint = (f"; for {fraction:g} requests use n={int(fraction)}"
+                if fraction > 1 and fraction == int(fraction) else "")
+        raise TransformError(f"sample: fraction must be in [0, 1] (got {fraction}){hint}")
     if n is not None and n < 0:
         raise TransformError(f"sample: n must be >= 0 (got {n})")
     inp = open_trace(trace)
@@ -307,12 +312,12 @@ def sample(trace: TraceLike, fraction: float | None = None, n: int | None = None
     def keep(batch: pa.RecordBatch) -> pa.Array:
         return pc.less(sample_keys(batch, seed), limit)
 
-    return _selection(inp, entry, keep, ["session_id"])
+    return _selection(inp, entry, keep, ["session_id"], warn_empty=bool(n or fraction))
 
 
 # --- time axis -------------------------------------------------------------------------------
 
-def _scaled(inp: TraceStream, entry: dict[str, Any], speedup: float) -> ReplayableStream:
+def _scaled(inp: TraceView, entry: dict[str, Any], speedup: float) -> TraceView:
     def make() -> BatchFn:
         def run(batches: Batches) -> Batches:
             for batch in batches:
@@ -324,7 +329,7 @@ def _scaled(inp: TraceStream, entry: dict[str, Any], speedup: float) -> Replayab
     return derive(inp, entry, make, {"arrival_us"})
 
 
-def time_scale(trace: TraceLike, speedup: float) -> ReplayableStream:
+def time_scale(trace: TraceLike, speedup: float) -> TraceView:
     """Arrivals divided by ``speedup`` (2: twice as fast), rounded to the microsecond.
 
     The axis is scaled about its origin (``arrival_us = 0``), so ``time_origin`` still names
@@ -333,9 +338,7 @@ def time_scale(trace: TraceLike, speedup: float) -> ReplayableStream:
     Examples
     --------
     >>> import llmtraces
-    >>> from llmtraces.transforms import time_scale, to_table
-    >>> to_table(time_scale(llmtraces.load("azure-llm-2023", trace="code"), 2.0)
-    ...          )["arrival_us"][1].as_py()
+    >>> llmtraces.time_scale("azure-llm-2023/code", 2.0).to_table()["arrival_us"][1].as_py()
     26000
     """
     if not speedup > 0 or speedup == float("inf"):
@@ -366,8 +369,8 @@ def mean_rate(trace: TraceLike) -> float:
     return (facts.rows - 1) / ((facts.last_us - facts.first_us) / 1e6)
 
 
-def rate_scale(trace: TraceLike, target_rps: float) -> ReplayableStream:
-    """BurstGPT's RPS scaling: arrivals scaled so the mean rate becomes ``target_rps``.
+def rate_scale(trace: TraceLike, rps: float) -> TraceView:
+    """BurstGPT's RPS scaling: arrivals scaled so the mean rate becomes ``rps`` requests/s.
 
     The current rate is :func:`mean_rate`, read from Parquet statistics or one pass over
     ``arrival_us``; the factor is then applied as :func:`time_scale` does.
@@ -375,24 +378,22 @@ def rate_scale(trace: TraceLike, target_rps: float) -> ReplayableStream:
     Examples
     --------
     >>> import llmtraces
-    >>> from llmtraces.transforms import mean_rate, rate_scale, to_table
     >>> code = llmtraces.load("azure-llm-2023", trace="code")
-    >>> round(mean_rate(code), 4), round(mean_rate(to_table(rate_scale(code, 10.0))), 4)
+    >>> round(mean_rate(code), 4), round(mean_rate(rate_scale(code, rps=10.0)), 4)
     (2.5664, 10.0)
     """
-    if not target_rps > 0 or target_rps == float("inf"):
-        raise TransformError(f"rate_scale: target rate must be a positive number "
-                             f"(got {target_rps})")
+    if not rps > 0 or rps == float("inf"):
+        raise TransformError(f"rate_scale: rps must be a positive number (got {rps})")
     inp = open_trace(trace)
     require_timing(inp.meta, "rate_scale")
     inp = replayable(inp)
     current = mean_rate(inp)
-    speedup = target_rps / current
-    return _scaled(inp, {"op": "rate_scale", "target_rps": target_rps, "from_rps": current,
+    speedup = rps / current
+    return _scaled(inp, {"op": "rate_scale", "rps": rps, "from_rps": current,
                          "speedup": speedup}, speedup)
 
 
-def rebase(trace: TraceLike) -> ReplayableStream:
+def rebase(trace: TraceLike) -> TraceView:
     """Arrivals shifted so that the first (earliest) one is at 0.
 
     ``time_origin``, where the trace has one, moves by the same amount, so wall-clock times
@@ -400,9 +401,8 @@ def rebase(trace: TraceLike) -> ReplayableStream:
 
     Examples
     --------
-    >>> import llmtraces
-    >>> from llmtraces.transforms import rebase, to_table, window
-    >>> t = to_table(rebase(window(llmtraces.load("azure-llm-2023", trace="code"), 30, 30)))
+    >>> from llmtraces.transforms import rebase, window
+    >>> t = rebase(window("azure-llm-2023/code", 30, 30)).to_table()
     >>> t["arrival_us"][0].as_py(), t["arrival_us"][-1].as_py()
     (0, 9149648)
     """
@@ -484,7 +484,7 @@ def _common(metas: list[dict[str, Any]], key: str) -> Any:
 
 
 def merge(traces: Sequence[TraceLike], *, align: Literal["auto", "absolute", "zero"] = "auto"
-          ) -> ReplayableStream:
+          ) -> TraceView:
     """Traces merged onto one time axis, in arrival order (a streaming k-way merge).
 
     Each input must be in arrival order (as converted traces of sorted sources are). With
@@ -503,9 +503,9 @@ def merge(traces: Sequence[TraceLike], *, align: Literal["auto", "absolute", "ze
     Examples
     --------
     >>> import llmtraces
-    >>> from llmtraces.transforms import head, merge, to_table, window
+    >>> from llmtraces.transforms import head, merge, window
     >>> code = llmtraces.load("azure-llm-2023", trace="code")
-    >>> t = to_table(merge([head(code, 3), window(code, 1, 1)]))
+    >>> t = merge([head(code, 3), window(code, 1, 1)]).to_table()
     >>> t.num_rows, t["arrival_us"].to_pylist()[:4], t["extra"][3].as_py()
     (8, [0, 52000, 98189, 1016041], '{"merge_input": 1}')
     """
@@ -516,11 +516,16 @@ def merge(traces: Sequence[TraceLike], *, align: Literal["auto", "absolute", "ze
     streams = [open_trace(t) for t in traces]
     for s in streams:
         require_timing(s.meta, "merge")
-    # Peek at each input: a native reader sets time_origin once its first batch is out.
-    heads: list[Batches] = []
+    # Peek at each input whose metadata a reader is still filling: a native reader sets
+    # time_origin once its first batch is out. The first read goes on from there.
+    heads: list[Batches | None] = []
     for s in streams:
-        first = next(s.batches, None)
-        heads.append(itertools.chain([first] if first is not None else [], s.batches))
+        if s.settled:
+            heads.append(None)
+            continue
+        batches = s.batches
+        first = next(batches, None)
+        heads.append(itertools.chain([first] if first is not None else [], batches))
     from ..sources._time import epoch_us_of, iso_utc
 
     origins = [s.meta.get("time_origin") for s in streams]
@@ -564,14 +569,20 @@ def merge(traces: Sequence[TraceLike], *, align: Literal["auto", "absolute", "ze
     def run(inputs: list[Batches]) -> Batches:
         yield from _kway(inputs, offsets)
 
-    reopens = [s.reopen if isinstance(s, ReplayableStream) else None for s in streams]
+    reopens = [s.reopen for s in streams]
     reopen = None
     if all(r is not None for r in reopens):
         def reopen(columns: Sequence[str]) -> Batches:
             cols = sorted(set(columns) | {"arrival_us", "request_id"})
             return project(run([r(cols) for r in reopens if r is not None]), columns)
-    batches = live(run(heads), {}, meta, summary)
-    return ReplayableStream(batches, meta, reopen=reopen)
+
+    def read() -> Batches:
+        inputs = [h if h is not None else s.batches for h, s in zip(heads, streams, strict=True)]
+        heads[:] = [None] * len(heads)  # peeked once: later reads open every input again
+        return live(run(inputs), {}, meta, summary)
+
+    return TraceView(meta, read, reopen=reopen, settled=True,
+                     checked_at_end=any(s.checked_at_end for s in streams))
 
 
 def _kway(inputs: list[Batches], offsets: list[int]) -> Batches:

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..formats import TraceStream
-from ._stream import TraceLike, TransformError, open_trace, parquet_stream
+from ._stream import TraceLike, TraceView, TransformError, open_trace, parquet_stream
 from .ops import filter, head, merge, rate_scale, rebase, sample, time_scale, window
 
 #: The order in which :meth:`Plan.apply` applies the options, as the docs list it.
@@ -54,7 +53,7 @@ class Plan:
         """True when there is nothing to apply."""
         return self == Plan(seed=self.seed)
 
-    def apply(self, trace: TraceLike, path: Path | None = None) -> TraceStream:
+    def apply(self, trace: TraceLike, path: Path | None = None) -> TraceView:
         """Apply the plan to ``trace`` (a stream, Table or path) in :data:`ORDER`.
 
         ``path`` is where ``trace`` was read from, as :func:`llmtraces.convert.convert_file`
