@@ -33,7 +33,7 @@ import resource, sys, time
 src, dst, how = sys.argv[1:4]
 t0 = time.perf_counter()
 if how == "llmtraces":
-    from llmtraces.convert import convert_file
+    from llmtraces.pipeline.convert import convert_file
     convert_file(src, dst)
 elif how == "pandas":
     import pandas as pd

@@ -40,7 +40,7 @@ if how == "read":
     deque(fmt.read(ReadContext(__import__("pathlib").Path(src), report)), maxlen=0)
     assert report.errors == 0, report.lines()
 else:
-    from llmtraces.convert import convert_file
+    from llmtraces.pipeline.convert import convert_file
     convert_file(src, dst)
 print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

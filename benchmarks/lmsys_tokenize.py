@@ -37,7 +37,7 @@ src, dst, spec, workers, fallback = sys.argv[1:6]
 if fallback == "1":
     sys.modules["tiktoken"] = None  # as if tiktoken were not installed
 t0 = time.perf_counter()
-from llmtraces.convert import convert_file
+from llmtraces.pipeline.convert import convert_file
 rows, report = convert_file(src, dst, options={"tokenizer": spec, "workers": int(workers)})
 secs = time.perf_counter() - t0
 import pyarrow.parquet as pq
@@ -82,7 +82,7 @@ def _message(rng: random.Random, words: list[str], mean: int) -> str:
 
 def make_shard(path: Path, conversations: int, seed: int = 0) -> int:
     """A synthetic shard in the LMSys-Chat-1M schema; returns the number of messages."""
-    from llmtraces.sources.lmsys import CATEGORIES, NATIVE_SCHEMA
+    from llmtraces.formats.lmsys import CATEGORIES, NATIVE_SCHEMA
 
     rng = random.Random(seed)
     words = _corpus()

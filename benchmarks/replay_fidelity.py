@@ -33,9 +33,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from llmtraces.formats import TraceStream, get_writer
+from llmtraces.formats import get_writer
 from llmtraces.replay.runner import ReplayConfig, replay
-from llmtraces.schema import make_batch
+from llmtraces.schema import TraceStream, make_batch
 
 # Complete OpenAI completion chunks (AIPerf's parser wants id/object/created/model too).
 _HEAD = b'"id":"cmpl-0","object":"text_completion","created":0,"model":"bench"'
@@ -107,12 +107,12 @@ def _tiktoken_cache(work: Path) -> Path:
     tiktoken caches a file under the sha1 of its download URL."""
     import hashlib
 
-    from llmtraces.tokenize import _rank_file
+    from llmtraces.tokenize import rank_file
 
     cache = work / "tiktoken-cache"
     cache.mkdir(exist_ok=True)
     url = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
-    (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(_rank_file("o200k_base"))
+    (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(rank_file("o200k_base"))
     return cache
 
 

@@ -11,19 +11,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 #: Public name -> the submodule defining it, imported on first use (PEP 562) so that
 #: ``import llmtraces`` (and the command's ``--version`` and ``--help``) costs next to nothing.
-#: ``sources`` is the submodule itself: a callable module, ``llmtraces.sources()`` lists the
-#: registry.
 _EXPORTS = {
     "export": "api", "fetch": "api", "iter_requests": "api", "load": "api",
-    "open_dataset": "api", "source": "api",
-    "convert_file": "convert", "convert_source": "convert",
+    "open_dataset": "api", "source": "api", "sources": "api",
+    "convert_file": "pipeline.convert", "convert_source": "pipeline.convert",
     "Request": "request",
     "SCHEMA_VERSION": "schema", "TRACE_SCHEMA": "schema",
-    "sources": "sources",
     "EmptyResultWarning": "transforms", "TraceModel": "transforms", "TraceView": "transforms",
     "TransformError": "transforms", "filter": "transforms",
     "fit": "transforms", "head": "transforms", "mean_rate": "transforms", "merge": "transforms",
@@ -38,9 +35,8 @@ __all__ = ["SCHEMA_VERSION", "TRACE_SCHEMA", "EmptyResultWarning", "Request", "T
            "rebase", "sample", "source", "sources", "synthesize", "time_scale", "window"]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
-    from . import sources
-    from .api import export, fetch, iter_requests, load, open_dataset, source
-    from .convert import convert_file, convert_source
+    from .api import export, fetch, iter_requests, load, open_dataset, source, sources
+    from .pipeline.convert import convert_file, convert_source
     from .request import Request
     from .schema import SCHEMA_VERSION, TRACE_SCHEMA
     from .transforms import (
@@ -66,7 +62,7 @@ else:
         if name not in _EXPORTS:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-        value = module if name == _EXPORTS[name] else getattr(module, name)
+        value = getattr(module, name)
         globals()[name] = value
         return value
 

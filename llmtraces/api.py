@@ -15,16 +15,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .convert import convert_file, convert_source, converted_path
-from .download import Fetched, _quiet_log
-from .download import fetch as _fetch
+from ._plugins import did_you_mean
 from .errors import InvalidTraceError
-from .formats import TraceStream, get_writer
+from .fetching.discover import with_discovered
+from .fetching.download import Fetched, quiet_log
+from .fetching.download import fetch as _fetch
+from .formats import get_writer
 from .formats.parquet import is_unified, read_metadata
+from .licensing import write_sidecar
 from .paths import home, parquet_root
+from .pipeline.convert import convert_file, convert_source, converted_path, source_of
 from .registry import Source, get_source, load_registry
 from .request import Request
-from .schema import COLUMN_NAMES, METADATA_KEY, SCHEMA_VERSION, TRACE_SCHEMA
+from .schema import COLUMN_NAMES, METADATA_KEY, SCHEMA_VERSION, TRACE_SCHEMA, TraceStream
+from .transforms import open_trace
 
 PathLike = str | os.PathLike[str]
 #: What :func:`load`, :func:`iter_requests` and :func:`export` read: a registry id, a path, a
@@ -234,9 +238,6 @@ def export(trace: TraceInput, path: PathLike, to: str = "parquet") -> int:
     >>> json.loads(out.read_text().splitlines()[0])["input_length"]
     4808
     """
-    from .licensing import write_sidecar
-    from .transforms import open_trace
-
     writer = get_writer(to)
     view = open_trace(trace)
     dest = Path(os.fspath(path)).expanduser()
@@ -258,8 +259,6 @@ def _check_columns(columns: list[str] | None) -> None:
 
 
 def _did_you_mean(name: str, known: Any) -> str:
-    from ._plugins import did_you_mean
-
     return did_you_mean(name, known)
 
 
@@ -281,8 +280,6 @@ def _read_columns(wanted: list[str], filter: Filter) -> list[str]:
 def _view_batches(trace: pa.Table | TraceStream, columns: list[str]
                   ) -> Iterator[pa.RecordBatch]:
     """The batches of a Table or view, only ``columns`` where the view can project."""
-    from .transforms import open_trace
-
     view = open_trace(trace)
     if view.reopen is not None and len(columns) < len(COLUMN_NAMES):
         return view.reopen(columns)
@@ -304,8 +301,6 @@ def _records(batches: Iterable[pa.RecordBatch], expression: pc.Expression | None
 def _view_table(trace: pa.Table | TraceStream, columns: list[str] | None,
                 expression: pc.Expression | None) -> pa.Table:
     """A Table or view read into a Table, filtered and projected, metadata kept."""
-    from .transforms import open_trace
-
     view = open_trace(trace)
     wanted = list(columns) if columns is not None else list(COLUMN_NAMES)
     schema = pa.schema([TRACE_SCHEMA.field(c) for c in wanted])
@@ -393,23 +388,19 @@ def registry_path(spec: str, trace: str | None = None, *, root: PathLike | None 
         trace = spec[len(src.id) + 1:]
     root_dir = home(root)
     if src.discover is not None:
-        from .discover import with_discovered
-
         if trace not in with_discovered(src, root_dir).traces:
-            _fetch(src.id, trace, root=root_dir, mirror=mirror, offline=offline, log=_quiet_log)
+            _fetch(src.id, trace, root=root_dir, mirror=mirror, offline=offline, log=quiet_log)
         src = with_discovered(src, root_dir)
     trace_id, _ = src.trace(trace)
     dest = converted_path(src.id, trace_id, root_dir)
     if not _is_current(dest) or not _same_tokenizer(dest, tokenizer):
-        _fetch(src.id, trace_id, root=root_dir, mirror=mirror, offline=offline, log=_quiet_log)
+        _fetch(src.id, trace_id, root=root_dir, mirror=mirror, offline=offline, log=quiet_log)
         convert_source(src.id, trace_id, root=root_dir, options=_options(tokenizer))
     return dest
 
 
 def _source_of(spec: str, trace: str | None) -> Source:
     """The registry source that ``spec`` (an id, or ``id/trace``) names."""
-    from .convert import source_of
-
     head, sep, _ = spec.partition("/")
     if sep and trace is None and head in load_registry():
         return get_source(head)

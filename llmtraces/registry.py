@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ._plugins import did_you_mean
 from .errors import RegistryError, UnknownSourceError
 from .paths import registry_dir
+from .timing import TimeSemantics
 
 _ID = r"^[a-z0-9][a-z0-9._-]*$"
 
@@ -44,18 +45,6 @@ class Citation(_Strict):
     doi: str | None = Field(default=None, description="DOI of the paper or dataset, if any.")
 
 
-class TimeSemantics(_Strict):
-    """What the native timestamps mean: the unit, zone and origin converters rely on."""
-
-    kind: Literal["absolute", "relative", "none"] = Field(
-        description="absolute: wall-clock instants; relative: offsets from a trace start; "
-        "none: no timing.")
-    native_format: str = Field(description="How the timestamp column is written.")
-    zone: str | None = Field(default=None, description="Time zone of the wall-clock values.")
-    zone_assumed: bool = Field(
-        default=False, description="True when the zone is inferred, not stated upstream.")
-    resolution: str = Field(description="Finest step of the native values, e.g. '100ns', '1s'.")
-    origin: str = Field(description="What arrival_us = 0 is in the converted trace.")
 
 
 class ZenodoRef(_Strict):
@@ -310,7 +299,7 @@ def load_source_file(path: Path, *, check_formats: bool = True) -> Source:
 
 def _check_formats(source: Source, path: Path) -> None:
     """A :class:`RegistryError` naming ``path`` and the field if a format has no reader."""
-    from .sources import get_format  # late: sources import this module's models (and pyarrow)
+    from .formats import get_format  # late: sources import this module's models (and pyarrow)
 
     named = [("format", source.format)] + [(f"traces.{tid}.format", tr.format)
                                            for tid, tr in source.traces.items() if tr.format]
@@ -324,7 +313,7 @@ def _check_formats(source: Source, path: Path) -> None:
 
 
 @lru_cache(maxsize=8)
-def _load_dir(directory: Path) -> dict[str, Source]:
+def load_dir(directory: Path) -> dict[str, Source]:
     return {p.stem: load_source_file(p, check_formats=False)
             for p in sorted(directory.glob("*.toml"))}
 
@@ -337,7 +326,7 @@ def load_registry(directory: Path | None = None, *, check_formats: bool = True
     them all (and pyarrow): for commands that only show the registry (``list``, ``info``).
     """
     directory = (directory or registry_dir()).resolve()
-    sources = _load_dir(directory)
+    sources = load_dir(directory)
     if check_formats:  # cheap once the readers are imported: a dict lookup per format
         for source in sources.values():
             _check_formats(source, directory / f"{source.id}.toml")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import array
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -181,3 +181,18 @@ def json_schema() -> dict[str, Any]:
 def dumps_json_schema() -> str:
     """The exact text of ``schemas/trace.schema.json``."""
     return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+
+
+@dataclass
+class TraceStream:
+    """Unified batches and the trace metadata that goes with them.
+
+    ``meta`` is live: a reader fills it as it reads, so it holds ``time_origin`` and
+    ``native_layout`` once the first batch is out, and the final ``rows`` once ``batches`` is
+    exhausted. A stream read from unified Parquet has it all from the start.
+    """
+
+    batches: Iterator[pa.RecordBatch]
+    meta: dict[str, Any] = field(default_factory=dict)

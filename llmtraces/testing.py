@@ -25,10 +25,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from . import __version__
-from .formats import TraceStream
+from ._version import __version__
 from .formats.parquet import write
-from .schema import SCHEMA_VERSION, make_batch, row_index
+from .schema import SCHEMA_VERSION, TraceStream, make_batch, row_index
 
 #: (arrival s, input, output, model, session, turn, parent, failed) of each request.
 _ROWS: tuple[tuple[float, int, int, str, str | None, int | None, int | None, bool], ...] = (

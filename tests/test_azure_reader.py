@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 import llmtraces
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
 from llmtraces.errors import InvalidTraceError
+from llmtraces.pipeline.convert import convert_file
 
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens"
 
@@ -190,7 +190,7 @@ def test_fast_and_exact_timestamp_paths_agree(code_csv: Path):
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    from llmtraces.sources._time import _parse_exact, _parse_uniform
+    from llmtraces.text.timestamps import _parse_exact, _parse_uniform
 
     real = pcsv.read_csv(code_csv, convert_options=pcsv.ConvertOptions(
         column_types={"TIMESTAMP": pa.string()})).column("TIMESTAMP").combine_chunks()

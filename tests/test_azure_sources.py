@@ -19,8 +19,8 @@ from httpserver import LoopbackServer, Route
 import llmtraces
 from conftest import FIXTURES, REPO, build_registry
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
 from llmtraces.errors import ChecksumError
+from llmtraces.pipeline.convert import convert_file
 from llmtraces.registry import load_registry
 
 CODE24 = FIXTURES / "azure-llm-2024" / "code_1week_head.csv"
@@ -108,7 +108,7 @@ def test_2025_round_trip_gives_the_same_text(tmp_path: Path):
 
 
 def test_git_blob_pin_catches_wrong_bytes(tmp_path: Path, server: LoopbackServer):
-    from llmtraces.download import fetch_file
+    from llmtraces.fetching.download import fetch_file
     from llmtraces.registry import FileEntry
 
     data = MM25.read_bytes()

@@ -16,9 +16,9 @@ from httpserver import LoopbackServer, Route
 import llmtraces
 from conftest import FIXTURES, REPO, build_registry
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
+from llmtraces.formats import get_format, sniff
+from llmtraces.pipeline.convert import convert_file
 from llmtraces.registry import load_registry
-from llmtraces.sources import get_format, sniff
 
 FIXTURE = FIXTURES / "qwen-bailian" / "bailian_layout.jsonl"
 KEYS = ("chat_id", "parent_chat_id", "timestamp", "input_length", "output_length", "type",
@@ -96,7 +96,7 @@ def test_fixture_values_and_links():
 
 
 def test_fast_and_exact_paths_agree(monkeypatch):
-    from llmtraces.sources import _jsonl
+    from llmtraces.text import jsonl as _jsonl
 
     fast = llmtraces.load(FIXTURE)
     monkeypatch.setattr(_jsonl, "_fast", lambda *a, **k: None)

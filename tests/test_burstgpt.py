@@ -21,14 +21,14 @@ from httpserver import LoopbackServer, Route
 import llmtraces
 from conftest import FIXTURES, REPO, build_registry
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
 from llmtraces.errors import InvalidTraceError
-from llmtraces.formats import TraceStream, get_writer
+from llmtraces.formats import get_format, get_writer, sniff
+from llmtraces.formats.burstgpt import format_seconds, parse_seconds
+from llmtraces.pipeline.convert import convert_file
 from llmtraces.registry import load_registry
 from llmtraces.report import Report
-from llmtraces.schema import make_batch
-from llmtraces.sources import ReadContext, get_format, sniff
-from llmtraces.sources.burstgpt import format_seconds, parse_seconds
+from llmtraces.schema import TraceStream, make_batch
+from llmtraces.text import ReadContext
 
 HEAD1 = FIXTURES / "burstgpt" / "head_1.csv"
 HEAD3 = FIXTURES / "burstgpt" / "head_3.csv"
@@ -222,7 +222,7 @@ FINE = ["1.1234567", "1.1234560", "0.0000005", "0.0000015", "1.00000050001", "2.
 def test_every_parse_path_is_exact_and_knows_what_it_cannot_rebuild(samples: list[str]):
     from decimal import ROUND_HALF_EVEN, Decimal
 
-    from llmtraces.sources.burstgpt import _differs, _respelled
+    from llmtraces.formats.burstgpt import _differs, _respelled
 
     raw = pa.array(samples, pa.string())
     t = parse_seconds(raw)

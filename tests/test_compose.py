@@ -18,11 +18,12 @@ import pytest
 
 import llmtraces
 from llmtraces.api import export, iter_requests, load
-from llmtraces.convert import convert_file
 from llmtraces.errors import InvalidTraceError, LLMTracesError, UnknownSourceError
-from llmtraces.formats import TraceStream, all_writers, get_writer
+from llmtraces.formats import all_writers, get_writer
 from llmtraces.formats.parquet import read_metadata
 from llmtraces.licensing import sidecar_path
+from llmtraces.pipeline.convert import convert_file
+from llmtraces.schema import TraceStream
 from llmtraces.testing import tiny_trace
 from llmtraces.transforms import (
     EmptyResultWarning,

@@ -21,9 +21,10 @@ from click.testing import CliRunner
 
 import llmtraces
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
 from llmtraces.errors import InvalidTraceError
-from llmtraces.sources.vidur import REPR, format_seconds
+from llmtraces.pipeline.convert import convert_file
+from llmtraces.text.seconds import REPR
+from llmtraces.text.seconds import format_styled as format_seconds
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "derived"
 VIDUR_CODE = FIXTURES / "splitwise_code_head.csv"  # vidur's first 240 rows

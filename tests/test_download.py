@@ -83,7 +83,7 @@ def test_corrupted_cache_is_replaced(test_registry, mirror, conv_csv, home):
 def test_mirror_failure_falls_back_to_bundled_copy(server, code_csv, home):
     # The shipped registry: code is bundled, so a dead mirror still gives a verified file.
     messages: list[str] = []
-    from llmtraces.download import fetch
+    from llmtraces.fetching.download import fetch
 
     (got,) = fetch(SOURCE, "code", root=home, mirror=server.url, log=messages.append)
     assert got.origin.startswith("file://") and got.path.read_bytes() == code_csv.read_bytes()
@@ -126,7 +126,7 @@ def test_gzip_content_encoding_does_not_change_the_bytes(tmp_path, server, code_
     # served; a client that decoded it would hash the CSV and fail the check.
     import hashlib
 
-    from llmtraces.download import fetch_file
+    from llmtraces.fetching.download import fetch_file
     from llmtraces.registry import FileEntry
 
     payload = gzip.compress(code_csv.read_bytes())
@@ -190,7 +190,7 @@ def test_unknown_source_and_trace():
 
 
 def test_unverified_entry_is_checked_by_size_and_says_so(tmp_path, server, conv_csv):
-    from llmtraces.download import fetch_file
+    from llmtraces.fetching.download import fetch_file
     from llmtraces.registry import FileEntry
 
     data = conv_csv.read_bytes()

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from httpserver import LoopbackServer, Route
 
-from llmtraces.download import fetch_file
 from llmtraces.errors import DownloadError
+from llmtraces.fetching.download import fetch_file
 from llmtraces.registry import FileEntry
 
 SIZE = 4 << 20  # 4 MiB
@@ -40,7 +40,7 @@ def entry_for(server: LoopbackServer, path: str, data: bytes) -> FileEntry:
 FETCH_CHILD = r"""
 import sys
 from pathlib import Path
-from llmtraces.download import fetch_file
+from llmtraces.fetching.download import fetch_file
 from llmtraces.registry import FileEntry
 entry = FileEntry.model_validate_json(sys.argv[1])
 print(fetch_file(entry, Path(sys.argv[2]), [entry.url]), flush=True)

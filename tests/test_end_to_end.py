@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import llmtraces
 from conftest import CODE_NAME, CONV_NAME, SOURCE
 from llmtraces.cli import main
-from llmtraces.validate import validate_source
+from llmtraces.pipeline.validate import validate_source
 
 
 def run(*args: str) -> tuple[int, str]:

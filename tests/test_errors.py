@@ -12,11 +12,10 @@ from click.testing import CliRunner
 import llmtraces
 from conftest import FIXTURES, SOURCE
 from llmtraces.cli import main
-from llmtraces.convert import source_of
 from llmtraces.errors import LLMTracesError, NoSuchFileError, UnknownSourceError
-from llmtraces.formats import all_writers
+from llmtraces.formats import all_formats, all_writers
+from llmtraces.pipeline.convert import source_of
 from llmtraces.report import Report
-from llmtraces.sources import all_formats
 
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens"
 

@@ -24,12 +24,11 @@ from click.testing import CliRunner
 import llmtraces
 from conftest import FIXTURES, REPO
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
 from llmtraces.errors import InvalidTraceError
-from llmtraces.formats import TraceStream, all_writers, get_writer
-from llmtraces.formats._unified import sidecar_path
-from llmtraces.schema import METADATA_KEY, TRACE_SCHEMA, make_batch
-from llmtraces.sources import sniff
+from llmtraces.formats import all_writers, get_writer, sniff
+from llmtraces.formats.unified_text import sidecar_path
+from llmtraces.pipeline.convert import convert_file
+from llmtraces.schema import METADATA_KEY, TRACE_SCHEMA, TraceStream, make_batch
 
 GOLDEN = Path(__file__).parent / "golden"
 BUNDLED_CODE = REPO / "llmtraces" / "data" / "azure-llm-2023" / "AzureLLMInferenceTrace_code.csv"

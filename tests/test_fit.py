@@ -14,11 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
 from llmtraces.errors import InvalidTraceError
-from llmtraces.formats import TraceStream
 from llmtraces.formats.parquet import read_metadata, write
-from llmtraces.schema import make_batch
+from llmtraces.pipeline.convert import convert_file
+from llmtraces.schema import TraceStream, make_batch
 from llmtraces.transforms import (
     GammaWindow,
     TraceModel,
@@ -28,14 +27,7 @@ from llmtraces.transforms import (
     synthesize,
     to_table,
 )
-from llmtraces.transforms._math import (
-    Sampler,
-    digamma,
-    gamma_mle,
-    trigamma,
-    zipf_cdf,
-    zipf_mle,
-)
+from llmtraces.transforms._math import Sampler, digamma, gamma_mle, trigamma, zipf_cdf, zipf_mle
 from llmtraces.transforms.modeled import ZipfLengths, length_bin
 
 

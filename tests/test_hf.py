@@ -79,7 +79,7 @@ def test_gated_download_with_the_users_token(hub, monkeypatch, home):
     server, data = hub
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     messages: list[str] = []
-    from llmtraces.download import fetch
+    from llmtraces.fetching.download import fetch
 
     (got,) = fetch("hub-test", root=home, log=messages.append)
     assert got.path.read_bytes() == data

@@ -15,7 +15,7 @@ import pytest
 from test_exports import BUNDLED_CODE, MARCONI
 
 import llmtraces
-from llmtraces.convert import convert_file
+from llmtraces.pipeline.convert import convert_file
 
 mooncake_trace = pytest.importorskip(
     "aiperf.dataset.loader.mooncake_trace",

@@ -18,7 +18,7 @@ from httpserver import LoopbackServer, Route
 import llmtraces
 from conftest import FIXTURES, REPO, build_registry
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
+from llmtraces.pipeline.convert import convert_file
 from llmtraces.registry import load_registry
 
 SAMPLES = FIXTURES / "kavier-traces"

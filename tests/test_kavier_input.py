@@ -20,10 +20,11 @@ from test_marconi import COMPARED, check_values
 import llmtraces
 from conftest import FIXTURES
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
 from llmtraces.errors import LLMTracesError
+from llmtraces.formats import get_format, kavier_input, sniff
+from llmtraces.pipeline.convert import convert_file
 from llmtraces.report import Report
-from llmtraces.sources import ReadContext, get_format, kavier_input, sniff
+from llmtraces.text import ReadContext
 
 CSV = FIXTURES / "marconi" / "input_marconi.csv"
 HEADER = "session_id,turn_id,ts,num_input_tokens,num_output_tokens,input_tokens,output_tokens"

@@ -19,9 +19,9 @@ from httpserver import LoopbackServer, Route
 import llmtraces
 from conftest import FIXTURES, REPO, build_registry
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
+from llmtraces.formats import sniff
+from llmtraces.pipeline.convert import convert_file
 from llmtraces.registry import load_registry
-from llmtraces.sources import sniff
 
 SAMPLES = FIXTURES / "kavier" / "performance_tracing_head.csv"
 HEADER = "timestamp,prompt_id,input_tokens,output_tokens,size,util_gpu,util_mem"

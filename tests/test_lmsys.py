@@ -20,8 +20,8 @@ from httpserver import LoopbackServer, Route
 import llmtraces
 from conftest import REPO
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
-from llmtraces.sources import lmsys, sniff
+from llmtraces.formats import lmsys, sniff
+from llmtraces.pipeline.convert import convert_file
 from llmtraces.tokenize import (
     TIKTOKEN_ENCODINGS,
     PureTiktokenCounter,
@@ -287,7 +287,7 @@ def test_moderation_misaligned_and_missing_columns(tmp_path: Path):
     assert json.loads(pq.read_table(out).column("extra")[0].as_py())["user_flagged"] is None
     # Through the registry's format (no sniffing), a shard without `conversation` is refused.
     from llmtraces.report import Report
-    from llmtraces.sources import ReadContext
+    from llmtraces.text import ReadContext
 
     lacking = tmp_path / "lacking.parquet"
     pq.write_table(pa.table({"conversation_id": ["x"], "model": ["m"], "turn": [1]}), lacking)

@@ -14,10 +14,10 @@ from click.testing import CliRunner
 
 import llmtraces
 from conftest import FIXTURES
-from llmtraces.archive import iter_members
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
-from llmtraces.sources import sniff
+from llmtraces.fetching.archive import iter_members
+from llmtraces.formats import sniff
+from llmtraces.pipeline.convert import convert_file
 
 DIR = FIXTURES / "marconi"
 JSONL = DIR / "lmsys_sps=0.5_nums=2.jsonl"
@@ -221,9 +221,9 @@ def test_fixture_from_a_tarball(tmp_path: Path):
 
 
 def test_fast_and_exact_paths_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from llmtraces.formats import get_format
     from llmtraces.report import Report
-    from llmtraces.sources import ReadContext, get_format
-    from llmtraces.sources import _jsonl as jsonl
+    from llmtraces.text import ReadContext, jsonl
 
     fast = llmtraces.load(JSONL)
     monkeypatch.setattr(jsonl, "_fast", lambda *a, **k: None)

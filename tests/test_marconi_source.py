@@ -22,9 +22,9 @@ from httpserver import LoopbackServer, Route
 import llmtraces
 from conftest import FIXTURES, build_registry
 from llmtraces.cli import main
+from llmtraces.fetching.repin import update_hashes
 from llmtraces.formats.parquet import read_metadata
 from llmtraces.registry import load_registry
-from llmtraces.repin import update_hashes
 
 JSONL = FIXTURES / "marconi" / "lmsys_sps=0.5_nums=2.jsonl"
 FILE_ID = "1D8f68sBWJHyCfJZdEYCBK2M0iHmSDE6M"
@@ -236,9 +236,9 @@ def test_update_hashes_pins_the_archive_and_its_members(marconi, home: Path):
     assert r.exit_code == 0, r.output
     # A member whose bytes differ from its pin is refused at conversion.
     (reg / "marconi.toml").write_text(text.replace(member["sha256"], "0" * 64))
-    from llmtraces.registry import _load_dir
+    from llmtraces.registry import load_dir
 
-    _load_dir.cache_clear()
+    load_dir.cache_clear()
     r = cli("convert", "marconi", "--trace", "lmsys_sps0.5")
     assert r.exit_code == 1, r.output
     assert "not the published marconi lmsys_sps0.5 file" in r.output

@@ -19,12 +19,12 @@ from httpserver import LoopbackServer, Route
 import llmtraces
 from conftest import FIXTURES, REPO, build_registry
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
+from llmtraces.formats import get_format, sniff
 from llmtraces.formats.mooncake import BlockIds
+from llmtraces.pipeline.convert import convert_file
 from llmtraces.registry import load_registry
 from llmtraces.report import Report
-from llmtraces.sources import ReadContext, get_format, sniff
-from llmtraces.sources import _jsonl as jsonl
+from llmtraces.text import ReadContext, jsonl
 
 NAME = "synthetic_trace.jsonl"
 ROWS = 3993
@@ -93,7 +93,7 @@ def test_registry_facts(synthetic: Path):
     assert arx.mirrors[0].endswith(
         "/d21da178bae8db9651cf18a76824c084145fc725/mooncake_trace.jsonl")
     # The synthetic pins are the real file's.
-    from llmtraces.checksums import compute
+    from llmtraces.fetching.checksums import compute
 
     assert (syn.size, syn.rows) == (synthetic.stat().st_size, ROWS)
     assert compute(synthetic, ("sha256", "md5", "git_blob")) == {

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, SOURCE
-from llmtraces.checksums import compute
 from llmtraces.cli import main
 from llmtraces.errors import RegistryError
+from llmtraces.fetching.checksums import compute
 from llmtraces.paths import bundled_dir
 from llmtraces.registry import json_schema_text, load_registry, load_source_file
 

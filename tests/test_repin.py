@@ -65,7 +65,7 @@ def test_update_hashes_unknown_source(test_registry):
 def test_pin_table_finds_a_table_whose_keys_are_quoted_needlessly():
     """registry/marconi.toml writes ``[traces."lmsys_sps1".member]``; the re-pin of that member
     (found by tests/test_docs.py running docs/sources/marconi.md) must find it."""
-    from llmtraces.repin import Pin, pin_table, toml_table
+    from llmtraces.fetching.repin import Pin, pin_table, toml_table
 
     text = ('[traces."lmsys_sps1".member]\narchive = "traces"\npath = "traces/a.jsonl"\n\n'
             '[traces."lmsys_sps0.5".member]\npath = "traces/b.jsonl"\n')

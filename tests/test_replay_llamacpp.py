@@ -19,12 +19,7 @@ import llmtraces  # noqa: E402
 from llmtraces.replay.runner import ReplayConfig, replay  # noqa: E402
 from llmtraces.replay.schedule import Timing  # noqa: E402
 from llmtraces.serve import llamacpp  # noqa: E402
-from llmtraces.serve.llamacpp import (  # noqa: E402
-    PIP_SMOLLM2,
-    PIP_XLLAMACPP,
-    SMOLLM2_VOCAB,
-    LlamaCppServer,
-)
+from llmtraces.serve.llamacpp import PIP_SMOLLM2, PIP_XLLAMACPP, SMOLLM2_VOCAB, LlamaCppServer
 from llmtraces.transforms import head, to_table  # noqa: E402
 
 MISSING = [cmd for cmd, ok in ((PIP_XLLAMACPP, llamacpp.have_xllamacpp()),

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 import llmtraces
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
 from llmtraces.errors import InvalidTraceError
+from llmtraces.pipeline.convert import convert_file
 
 
 def roundtrip(native: Path, tmp_path: Path, to: str) -> Path:

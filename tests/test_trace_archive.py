@@ -24,9 +24,9 @@ import llmtraces
 from conftest import FIXTURES, build_registry
 from llmtraces.cli import main
 from llmtraces.errors import ChecksumError
+from llmtraces.fetching.repin import update_hashes
 from llmtraces.formats.parquet import read_metadata
-from llmtraces.registry import _load_dir, load_registry
-from llmtraces.repin import update_hashes
+from llmtraces.registry import load_dir, load_registry
 
 RECORD = "15858418"
 KAVIER = FIXTURES / "kavier-traces"
@@ -155,7 +155,7 @@ def test_update_hashes_pins_the_discovered_files(archive, home: Path):
     assert member["path"] == "Kavier Traces/raw_prefill.csv"
     assert member["sha256"] == hashlib.sha256((KAVIER / "raw_prefill.csv").read_bytes()
                                               ).hexdigest()
-    _load_dir.cache_clear()
+    load_dir.cache_clear()
     src = load_registry(reg)["llm-trace-archive"]
     assert len(src.traces) == 4 and list(src.archives) == ["Kavier_Traces"]
     # Pinned now: the same record still converts, and nothing is listed twice.

@@ -13,10 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from llmtraces.cli import main
-from llmtraces.convert import convert_file
-from llmtraces.formats import TraceStream
 from llmtraces.formats.parquet import read_metadata, write
-from llmtraces.schema import make_batch
+from llmtraces.pipeline.convert import convert_file
+from llmtraces.schema import TraceStream, make_batch
 from llmtraces.transforms import (
     EmptyResultWarning,
     Plan,

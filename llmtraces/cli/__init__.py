@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from ..errors import LLMTracesError
 
 #: verb -> module in this package defining ``command``; loaded only when the verb runs.

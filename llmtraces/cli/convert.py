@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from ..convert import convert_file, convert_source, source_of
-from ..download import fetch
 from ..errors import DownloadError, LLMTracesError, NotCachedError
+from ..fetching.download import fetch
 from ..formats import all_writers, get_writer
 from ..paths import converted_path
+from ..pipeline.convert import convert_file, convert_source, source_of
 from ..registry import Source
 from ..report import Report
 from ..transforms import Plan

@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from ..api import describe, load
-from ..convert import convert_source
-from ..download import fetch
+from ..fetching.download import fetch
 from ..paths import bundled_dir
-from ..validate import validate_source
+from ..pipeline.convert import convert_source
+from ..pipeline.validate import validate_source
 from ._common import log_to_stderr, root, show_progress
 
 SOURCE, TRACE = "azure-llm-2023", "code"

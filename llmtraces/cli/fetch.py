@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..download import fetch
+from ..fetching.download import fetch
 from ._common import log_to_stderr, root, show_progress
 
 

@@ -10,8 +10,7 @@ def command() -> None:
     """List the native formats read (recognised from a file's header or first record) and
     the export formats of ``llmtraces convert FILE --to NAME``."""
     # lazy: CLI start-up time (both registries import pyarrow)
-    from ..formats import all_writers
-    from ..sources import all_formats
+    from ..formats import all_formats, all_writers
 
     readers = {f.name: f.description for f in all_formats().values()}
     writers = {w.name: f"{w.description} [{w.suffix}]" for w in all_writers().values()}

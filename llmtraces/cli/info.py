@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
+from ..fetching.stamps import is_cached
 from ..licensing import restrictions
 from ..paths import converted_path, raw_dir
 from ..registry import AUTO_FORMAT, Source, get_source
-from ..stamps import is_cached
 from ._common import human_bytes, root
 
 
@@ -23,7 +23,7 @@ def command(ctx: click.Context, source_id: str, as_json: bool) -> None:
     home = root(ctx)
     s = get_source(source_id, check_formats=False)
     if s.discover is not None:  # only these need the host listing code (and its HTTP client)
-        from ..discover import with_discovered
+        from ..fetching.discover import with_discovered
 
         s = with_discovered(s, home)
     if as_json:
@@ -81,7 +81,7 @@ def command(ctx: click.Context, source_id: str, as_json: bool) -> None:
 
 def _listing(s: Source, home: Path) -> None:
     """Where a source's file list comes from, and what its last fetch skipped."""
-    from ..discover import saved_listing, skipped
+    from ..fetching.discover import saved_listing, skipped
 
     assert s.discover is not None
     listed = saved_listing(s, home)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..validate import validate_path, validate_source
+from ..pipeline.validate import validate_path, validate_source
 from ._common import root
 
 
@@ -25,7 +25,7 @@ def command(ctx: click.Context, target: str, trace: str | None, strict: bool,
     count and checksum against the registry. Exits 1 when there are errors (or, with
     --strict, warnings); a trace not fetched yet is named, but is no error.
     """
-    from ..convert import source_of  # lazy: CLI start-up time
+    from ..pipeline.convert import source_of  # lazy: CLI start-up time
 
     path = Path(target)
     if path.exists():

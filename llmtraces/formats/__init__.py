@@ -1,36 +1,104 @@
-"""Output formats of the unified trace: one module per format, each exporting ``WRITER``.
+"""Trace formats: one module per format family, holding its reader and its writer.
 
-A writer takes a stream of unified record batches and the trace metadata and writes one file
-atomically. Modules are discovered at run time, so adding a format is adding a module.
-:func:`llmtraces.export` is the public way to use them.
+A module exports ``FORMATS`` (native readers: :class:`NativeFormat`, recognised from a file's
+first line or Parquet schema) and/or ``WRITER`` / ``WRITERS`` (export formats: :class:`Writer`). Modules
+are discovered at run time (``_``-prefixed ones are helpers), so adding a format is adding a
+module.
 """
 
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from .._plugins import lookup, modules
-from ..errors import LLMTracesError
+from ..errors import InvalidTraceError, LLMTracesError, UnknownSourceError
+from ..schema import TraceStream
+from ..text import GZIP_MAGIC, ReadContext, read_first_line  # noqa: F401
+from ..timing import TimeSemantics
+
+PARQUET_MAGIC = b"PAR1"
 
 
-@dataclass
-class TraceStream:
-    """Unified batches and the trace metadata that goes with them.
+class NativeFormat(ABC):
+    """A native file layout that can be recognised and read into the unified schema."""
 
-    ``meta`` is live: a reader fills it as it reads, so it holds ``time_origin`` and
-    ``native_layout`` once the first batch is out, and the final ``rows`` once ``batches`` is
-    exhausted. A stream read from unified Parquet has it all from the start.
-    """
+    name: ClassVar[str]
+    description: ClassVar[str]
+    #: What the timestamps mean when no registry entry says more (files converted by path).
+    time: ClassVar[TimeSemantics]
+    #: A format only one publisher uses: the registry source whose licence and citation a
+    #: file of this format carries even when converted by path under another name.
+    licence_source: ClassVar[str | None] = None
 
-    batches: Iterator[pa.RecordBatch]
-    meta: dict[str, Any] = field(default_factory=dict)
+    @abstractmethod
+    def sniff(self, first_line: str) -> bool:
+        """True if a file whose first line (header or first record) is this has this format."""
+
+    def sniff_parquet(self, schema: pa.Schema) -> bool:
+        """True if a (non-llmtraces) Parquet file with this Arrow schema has this format."""
+        return False
+
+    @abstractmethod
+    def read(self, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
+        """Stream the file as unified batches, reporting problems to ``ctx.report``."""
+
+
+@lru_cache(maxsize=1)
+def all_formats() -> dict[str, NativeFormat]:
+    """Every native format of every module in this package, keyed by name."""
+    found: dict[str, NativeFormat] = {}
+    for module in modules(__name__, __path__):
+        for fmt in getattr(module, "FORMATS", ()):
+            found[fmt.name] = fmt
+    return found
+
+
+def get_format(name: str) -> NativeFormat:
+    """The native format called ``name``."""
+    formats = all_formats()
+    try:
+        return formats[name]
+    except KeyError:
+        raise UnknownSourceError(lookup(formats, name, "native format")) from None
+
+
+def sniff(path: Path) -> NativeFormat:
+    """The native format of ``path``, recognised from its first line (or Parquet schema)."""
+    if not path.is_file():
+        raise InvalidTraceError(f"{path}: no such file")
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic == PARQUET_MAGIC:
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_schema(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise InvalidTraceError(f"{path}: not a readable Parquet file: {exc}") from None
+        first = f"Parquet columns {schema.names}"
+        matches = [f for f in all_formats().values() if f.sniff_parquet(schema)]
+    else:
+        first = read_first_line(path)
+        matches = [f for f in all_formats().values() if f.sniff(first)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        if path.stat().st_size == 0:
+            raise InvalidTraceError(f"{path}: empty file; expected a trace (`llmtraces formats` "
+                                    "lists the formats it reads)")
+        seen = repr(first[:100]) + ("..." if len(first) > 100 else "")
+        raise InvalidTraceError(f"{path}:1: unrecognised header or first record {seen}; "
+                                "`llmtraces formats` lists the formats it reads")
+    raise InvalidTraceError(
+        f"{path}:1: ambiguous: the first line fits {', '.join(f.name for f in matches)}")
 
 
 @dataclass(frozen=True)
@@ -57,8 +125,9 @@ def all_writers() -> dict[str, Writer]:
     """Every export format in this package, keyed by name."""
     found: dict[str, Writer] = {}
     for module in modules(__name__, __path__):
-        writer = getattr(module, "WRITER", None)
-        if writer is not None:
+        # WRITER, or WRITERS for a family with several export formats
+        single = getattr(module, "WRITER", None)
+        for writer in getattr(module, "WRITERS", (single,) if single else ()):
             found[writer.name] = writer
     return found
 

@@ -23,8 +23,9 @@ import pyarrow.compute as pc
 
 from ..atomic import atomic_path
 from ..errors import InvalidTraceError
-from ..sources._time import epoch_us_of, format_timestamps
-from . import TraceStream, Writer
+from ..schema import TraceStream
+from ..text.timestamps import epoch_us_of, format_timestamps
+from . import Writer
 
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens"
 STYLE = {"sep": " ", "digits": 6, "zone": "", "omit_zero_fraction": False}

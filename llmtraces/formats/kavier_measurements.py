@@ -1,4 +1,31 @@
-"""Unified trace -> Kavier (AtLarge Tracer) measurement CSV, in the layout it came in.
+"""Kavier traces (AtLarge Tracer ``data/surf_traces/``): latency sweeps and GPU samples.
+
+``kavier-measurements-csv`` reads ``raw_{prefill,decode}.csv``. Each row is one measured
+completion on SURF (NVIDIA A10, vLLM 0.9.0, Llama-3-8B), not a request of a production stream:
+there are no arrival times, so ``arrival_us`` stays null. Two layouts share one format and
+differ in the fifth column:
+
+* prefill sweep, ``requested_response_size``: the size of the prompt sent (despite the name;
+  ``response_size`` is always 1 and latency grows with it) -> ``input_tokens``;
+  ``response_size`` -> ``output_tokens``.
+* decode sweep, ``requested_length``: the response length the prompt asked for ("Generate an
+  exactly N word story"); the prompt length is not recorded, so ``input_tokens`` is 0 and the
+  requested length stays in ``extra``; ``response_size`` (the measured length) ->
+  ``output_tokens``.
+
+``latency_s`` -> ``e2e_latency_us`` exactly (decimal text, never a float); ``llm`` -> ``model``
+without the file's leading space. Every other field (and any text the writer would not rebuild
+byte for byte: the raw ``llm``, ``7.270``) goes to ``extra`` verbatim.
+
+``kavier-performance-csv`` reads ``performance_tracing.csv``: nvidia-smi utilisation samples
+(``timestamp,prompt_id,input_tokens,output_tokens,size,util_gpu,util_mem``, CRLF), taken every
+~100 ms while Tracer sent prompts one at a time. One unified row per **sample**, not per
+request: ``arrival_us`` is the sample's time since the first sample (the timestamps carry no
+zone; they are read as UTC+02:00, see :data:`PERFORMANCE_TIME`), ``input_tokens`` and
+``output_tokens`` are the counts of the prompt the sample is labelled with, and ``prompt_id``,
+``size``, ``util_gpu`` and ``util_mem`` stay in ``extra`` verbatim.
+
+Writer: unified trace -> Kavier (AtLarge Tracer) measurement CSV, in the layout it came in.
 
 Two Tracer layouts come back byte for byte (header, line ends, final newline or not, and every
 verbatim value kept in ``extra``):
@@ -17,27 +44,260 @@ Tracer does, ``(requested + response) / latency`` with 2 decimals.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InvalidTraceError
-from ..sources._time import epoch_us_of, format_timestamps
-from ..sources.kavier import (
-    DECODE_SIZE,
-    LATENCY,
-    MODEL,
-    PREFILL,
-    PREFILL_SIZE,
-    RESPONSE,
-    THROUGHPUT,
-    TIMESTAMP,
-    UTC_OFFSET_MIN,
-    format_latency,
+from ..schema import TraceStream, native_batch
+from ..text import ReadContext, read_first_line
+from ..text.csv import (
+    CsvBatch,
+    check_order,
+    is_count,
+    iter_csv,
+    parse_counts,
+    report_rows,
+    split_header,
 )
-from . import TraceStream, Writer
-from ._csvwrite import Plan, counts, csv_field, write_csv
+from ..text.csvwrite import Plan, counts, csv_field, write_csv
+from ..text.seconds import bad_kinds, differs, format_seconds, parse_seconds
+from ..text.timestamps import epoch_us_of, format_timestamps, timestamp_style, wall_clock
+from ..timing import TimeSemantics
+from . import NativeFormat, Writer
+from .vidur import json_objects
+
+# --- reading -------------------------------------------------------------------------------------
+
+COMMON = ("provider", "gpu", "engine", "llm")
+PREFILL_SIZE = "requested_response_size"
+DECODE_SIZE = "requested_length"
+RESPONSE = "response_size"
+LATENCY = "latency_s"
+THROUGHPUT = "throughput_tokens_per_s"
+PREFILL = (*COMMON, PREFILL_SIZE, RESPONSE, LATENCY, THROUGHPUT)
+DECODE = (*COMMON, DECODE_SIZE, RESPONSE, LATENCY, THROUGHPUT)
+MODEL = "llm"
+
+#: How latency_s is written: ``{"style": "fixed", "digits": n}`` or ``{"style": "float"}``
+#: (shortest decimal, ``0.65``); values neither rebuilds are kept raw in ``extra``.
+LatencyStyle = dict[str, Any]
+
+
+def sweep_of(header: list[str]) -> str | None:
+    """``"prefill"`` or ``"decode"`` for a Kavier header (by column names), else None."""
+    names = set(header)
+    if set(PREFILL) <= names and DECODE_SIZE not in names:
+        return "prefill"
+    if set(DECODE) <= names and PREFILL_SIZE not in names:
+        return "decode"
+    return None
+
+
+def format_latency(us: pa.Array, style: LatencyStyle) -> pa.Array:
+    """int64 µs as ``latency_s`` text in a file's style."""
+    if style.get("style") == "fixed":
+        return format_seconds(us, "fixed", int(style.get("digits", 3)), misfit="shortest")
+    return format_seconds(us, "float")
+
+
+def latency_style(raw: pa.Array, us: pa.Array, ok: pa.Array) -> LatencyStyle:
+    """The style that rebuilds most valid ``latency_s`` values of one block."""
+    raw, us = raw.filter(ok), us.filter(ok)
+    if not len(raw):
+        return {"style": "float"}
+    digits = len(raw[0].as_py().partition(".")[2])
+    candidates: list[LatencyStyle] = [{"style": "fixed", "digits": digits}, {"style": "float"}]
+    scores = [pc.sum(pc.equal(format_latency(us, s), raw)).as_py() or 0 for s in candidates]
+    return candidates[scores.index(max(scores))]
+
+
+def _counts(ctx: ReadContext, b: CsvBatch, column: str) -> tuple[pa.Array, pa.Array]:
+    """A count column as int64 (bad cells reported) and its raw text where ``str(int)`` would
+    not rebuild it (``064``), else null."""
+    values = parse_counts(ctx, b, column)
+    raw = b.columns[column]
+    same = pc.equal(pc.cast(values, pa.string()), raw)
+    return values, pc.if_else(same, pa.scalar(None, pa.string()), raw)
+
+
+def _latency(ctx: ReadContext, b: CsvBatch, style: LatencyStyle | None
+             ) -> tuple[pa.Array, pa.Array, LatencyStyle]:
+    """``latency_s`` as exact µs (null where bad, reported), the raw text the style would not
+    rebuild, and the style (chosen on the first block)."""
+    raw = b.columns[LATENCY]
+    t = parse_seconds(raw)
+    if not pc.all(t.ok).as_py():
+        empty, negative, other = bad_kinds(raw, t.ok, negative="^-")
+        report_rows(ctx, b, empty, LATENCY, "missing", "empty value; expected seconds")
+        report_rows(ctx, b, negative, LATENCY, "negative",
+                    "negative latency; expected seconds >= 0")
+        report_rows(ctx, b, other, LATENCY, "not-number",
+                    "expected a decimal number of seconds (e.g. 0.053)")
+    report_rows(ctx, b, t.sub_us, LATENCY, "sub-microsecond",
+                "digits finer than 1 µs do not fit e2e_latency_us (rounded to the nearest µs); "
+                "the raw value is kept in extra", level="warning")
+    style = style or latency_style(raw, t.us, t.ok)
+    keep = differs(t.ok, format_latency(t.us, style), raw)
+    us = pc.if_else(t.ok, t.us, pa.scalar(None, pa.int64()))
+    return us, pc.if_else(keep, raw, pa.scalar(None, pa.string())), style
+
+
+def read_kavier(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
+    """Stream a Kavier prefill or decode sweep CSV as unified batches (one row per measurement)."""
+    sweep = sweep_of(split_header(read_first_line(ctx.path)))
+    size = DECODE_SIZE if sweep == "decode" else PREFILL_SIZE
+    style: LatencyStyle | None = None
+    for b in iter_csv(ctx, DECODE if sweep == "decode" else PREFILL):
+        ctx.meta["native_layout"]["sweep"] = sweep or "prefill"
+        n = b.num_rows
+        requested, requested_raw = _counts(ctx, b, size)
+        response, response_raw = _counts(ctx, b, RESPONSE)
+        latency, latency_raw, style = _latency(ctx, b, style)
+        ctx.meta["native_layout"]["latency"] = style
+        llm = b.columns[MODEL]
+        model = pc.utf8_trim_whitespace(llm)
+        cols: dict[str, pa.Array] = {
+            "input_tokens": requested if sweep != "decode" else pa.array([0] * n, pa.int64()),
+            "output_tokens": response,
+            "model": pc.if_else(pc.equal(model, ""), pa.scalar(None, pa.string()), model),
+            "e2e_latency_us": latency,
+        }
+        kept: dict[str, pa.Array] = {
+            MODEL: pc.if_else(pc.equal(model, llm), pa.scalar(None, pa.string()), llm),
+            # decode: the requested length has no column, so its text is always kept
+            size: b.columns[size] if sweep == "decode" else requested_raw,
+            RESPONSE: response_raw,
+            LATENCY: latency_raw,
+        }
+        fields = [(name, kept[name] if name in kept else b.columns[name]) for name in b.columns]
+        yield native_batch(b.start, n, cols, service=ctx.service, extra=json_objects(fields))
+
+
+class KavierMeasurementsCSV(NativeFormat):
+    """Kavier (AtLarge Tracer) prefill or decode latency sweep CSV."""
+
+    name = "kavier-measurements-csv"
+    description = ("Kavier/Tracer latency sweep CSV (provider,gpu,engine,llm,"
+                   "requested_response_size|requested_length,response_size,latency_s,"
+                   "throughput_tokens_per_s), measurements without arrival times")
+    time = TimeSemantics(
+        kind="none", native_format="no timestamps: latency_s is a duration in decimal seconds",
+        resolution="none", origin="none: arrival_us is null")
+
+    def sniff(self, first_line: str) -> bool:
+        return sweep_of(split_header(first_line)) is not None
+
+    def read(self, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
+        return read_kavier(ctx)
+
+
+# --- kavier-performance-csv --------------------------------------------------------------------
+
+PERFORMANCE = ("timestamp", "prompt_id", "input_tokens", "output_tokens", "size", "util_gpu",
+               "util_mem")
+TIMESTAMP = "timestamp"
+#: What every sample keeps verbatim: the columns with no unified counterpart.
+SAMPLE_FIELDS = ("prompt_id", "size", "util_gpu", "util_mem")
+SAMPLE_FORM = "YYYY/MM/DD HH:MM:SS.fff"
+#: The zone the zone-less nvidia-smi clock is read in: UTC+02:00 (CEST). Tracer's own sample
+#: outputs log nvidia-smi's clock beside ``datetime.utcnow()`` 2 h earlier, and SURF is in the
+#: Netherlands, whose summer time (June 2025) is +02:00.
+UTC_OFFSET_MIN = 120
+PERFORMANCE_TIME = TimeSemantics(
+    kind="absolute",
+    native_format=f"{SAMPLE_FORM}: nvidia-smi's clock on the GPU host, no zone, sampled every "
+                  "~100 ms",
+    zone="+02:00", zone_assumed=True, resolution="1ms",
+    origin="the first sample's timestamp (time_origin in the metadata)")
+#: nvidia-smi ``utilization.gpu`` / ``utilization.memory`` with ``nounits``: integer percents.
+_PERCENT = r"^(?:[0-9]|[1-9][0-9]|100)$"
+
+
+def performance_style(example: str) -> dict[str, object]:
+    """How the file writes its timestamps (``2025/06/13 18:44:04.479``), for the writer."""
+    return {**timestamp_style(_dashed_date(pa.array([example]))[0].as_py()),
+            "date_sep": "/" if example[4:5] == "/" else "-"}
+
+
+def _dashed_date(raw: pa.Array) -> pa.Array:
+    """``2025/06/13 …`` as ``2025-06-13 …``, the form the timestamp parser reads."""
+    return pc.replace_substring_regex(raw, r"^([0-9]{4})/([0-9]{2})/([0-9]{2}) ", r"\1-\2-\3 ")
+
+
+def sample_times(ctx: ReadContext, b: CsvBatch, origin: int | None
+                 ) -> tuple[pa.Array, pa.Array, int | None]:
+    """Sample times as µs since ``origin`` (the first valid sample, set from this block when
+    None; null where bad, reported), the raw text the writer would not rebuild, and the origin.
+    """
+    raw = b.columns[TIMESTAMP]
+    w = wall_clock(ctx, b, TIMESTAMP, f"{SAMPLE_FORM} (nvidia-smi's timestamp)", origin,
+                   parse_as=_dashed_date(raw), naive_offset_min=UTC_OFFSET_MIN)
+    layout = ctx.meta["native_layout"]
+    if w.first is not None:
+        layout.update(timestamp=performance_style(raw[w.first].as_py()),
+                      utc_offset_min=UTC_OFFSET_MIN)
+    keep = pa.nulls(len(raw), pa.string())
+    if w.origin is not None:
+        local = pc.add(w.times.epoch_us, UTC_OFFSET_MIN * 60_000_000)
+        rebuilt = format_timestamps(local, layout["timestamp"])
+        keep = pc.if_else(differs(pc.invert(w.times.invalid), rebuilt, raw), raw,
+                          pa.scalar(None, pa.string()))
+    return w.arrival, keep, w.origin
+
+
+def _check_samples(ctx: ReadContext, b: CsvBatch) -> None:
+    """``prompt_id`` and ``size`` must be non-negative integers (errors); a utilisation that is
+    not an integer percent (nvidia-smi writes ``[N/A]`` where it cannot measure) is a warning.
+    Their text is kept in ``extra`` either way."""
+    for name in ("prompt_id", "size"):
+        report_rows(ctx, b, pc.invert(is_count(b.columns[name])), name, "not-integer",
+                    "expected a non-negative integer")
+    for name in ("util_gpu", "util_mem"):
+        odd = pc.invert(pc.match_substring_regex(b.columns[name], _PERCENT))
+        report_rows(ctx, b, odd, name, "percent",
+                    "expected an integer percent 0..100 (nvidia-smi, nounits); kept verbatim",
+                    level="warning")
+
+
+def read_performance(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
+    """Stream a Tracer ``performance_tracing.csv`` as unified batches, one row per sample."""
+    origin: int | None = None
+    last: int | None = None
+    for b in iter_csv(ctx, PERFORMANCE):
+        _check_samples(ctx, b)
+        arrival, raw_ts, origin = sample_times(ctx, b, origin)
+        last = check_order(ctx, b, arrival, TIMESTAMP, last, what="sampled")
+        inputs, inputs_raw = _counts(ctx, b, "input_tokens")
+        outputs, outputs_raw = _counts(ctx, b, "output_tokens")
+        kept = {TIMESTAMP: raw_ts, "input_tokens": inputs_raw, "output_tokens": outputs_raw}
+        cols = {"arrival_us": arrival, "input_tokens": inputs, "output_tokens": outputs}
+        extra = json_objects([(name, kept.get(name, b.columns[name])) for name in b.columns])
+        yield native_batch(b.start, b.num_rows, cols, service=ctx.service, extra=extra)
+
+
+class KavierPerformanceCSV(NativeFormat):
+    """Tracer's nvidia-smi samples taken while prompts ran (``performance_tracing.csv``)."""
+
+    name = "kavier-performance-csv"
+    description = ("Kavier/Tracer GPU utilisation samples CSV (timestamp,prompt_id,input_tokens,"
+                   "output_tokens,size,util_gpu,util_mem), one row per ~100 ms sample")
+    time = PERFORMANCE_TIME
+
+    def sniff(self, first_line: str) -> bool:
+        return set(PERFORMANCE) <= set(split_header(first_line))
+
+    def read(self, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
+        return read_performance(ctx)
+
+
+FORMATS = (KavierMeasurementsCSV(), KavierPerformanceCSV())
+
+
+# --- writing -------------------------------------------------------------------------------------
 
 SWEEP = "kavier-measurements-csv"
 SAMPLES = "kavier-performance-csv"

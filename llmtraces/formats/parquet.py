@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 
 from ..atomic import atomic_path
 from ..errors import InvalidTraceError
-from ..schema import METADATA_KEY, SCHEMA_VERSION, TRACE_SCHEMA, VERSION_KEY
-from . import TraceStream, Writer
+from ..schema import METADATA_KEY, SCHEMA_VERSION, TRACE_SCHEMA, VERSION_KEY, TraceStream
+from . import Writer
 
 #: 128 Ki rows per row group (DuckDB writes 122,880 by default): large enough for fast scans,
 #: small enough that buffering one group keeps conversion within ~256 MB whatever the file size.

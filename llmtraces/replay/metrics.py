@@ -161,7 +161,7 @@ class _ItlPool:
 
 
 #: Columns the summary reads (everything but the chunk lists, read group by group for ITL).
-_SCALAR_COLUMNS = ["scheduled_s", "ready_s", "sent_s", "first_token_s", "end_s", "queue_s",
+SCALAR_COLUMNS = ["scheduled_s", "ready_s", "sent_s", "first_token_s", "end_s", "queue_s",
                    "lateness_s", "ttft_s", "e2e_s", "tpot_s", "input_tokens", "prompt_tokens",
                    "cached_tokens", "output_tokens_asked", "output_tokens", "short_output",
                    "usage_source", "ok", "error", "status"]
@@ -239,7 +239,7 @@ def summarize(source: pa.Table | Path, *, percentiles: Sequence[float] = (50, 90
     if isinstance(source, pa.Table):
         table = source
     else:
-        table = pq.read_table(source, columns=_SCALAR_COLUMNS)
+        table = pq.read_table(source, columns=SCALAR_COLUMNS)
     pcts = list(percentiles)
     total = table.num_rows
     ok_mask = pc.fill_null(table["ok"], False)
@@ -337,7 +337,7 @@ def timeseries(source: pa.Table | Path, window_s: float, *,
     if not window_s > 0:
         raise ValueError(f"window must be > 0 s (got {window_s})")
     table = source if isinstance(source, pa.Table) else \
-        pq.read_table(source, columns=_SCALAR_COLUMNS)
+        pq.read_table(source, columns=SCALAR_COLUMNS)
     schema = timeseries_schema(percentiles)
     if table.num_rows == 0:
         return schema.empty_table()

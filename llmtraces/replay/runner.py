@@ -476,7 +476,7 @@ class Replay:
                 crash: BaseException | None) -> dict[str, Any]:
         cfg = self.cfg
         path = self.out / REQUESTS
-        table = pq.read_table(path, columns=[c for c in metrics._SCALAR_COLUMNS])
+        table = pq.read_table(path, columns=[c for c in metrics.SCALAR_COLUMNS])
         summary: dict[str, Any] = {
             "format": "llmtraces.replay-summary", "version": 2,  # 2: latencies in ms
             "started_at": _dt.datetime.fromtimestamp(self.t0_unix, _dt.UTC)

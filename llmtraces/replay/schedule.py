@@ -18,8 +18,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..formats import TraceStream
 from ..request import Request
+from ..schema import TraceStream
 from ..transforms import (
     TraceLike,
     filter,

@@ -33,8 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import InvalidTraceError, LLMTracesError
-from ..formats import TraceStream
-from ..schema import METADATA_KEY, TRACE_SCHEMA
+from ..schema import METADATA_KEY, TRACE_SCHEMA, TraceStream
 
 #: Rows per batch that the transforms read and write (the Parquet writer's row group size).
 BATCH_ROWS = 1 << 17
@@ -270,7 +269,7 @@ def table_stream(table: pa.Table) -> TraceView:
 def native_stream(path: Path) -> TraceView:
     """A native trace file as a view: every read parses it again through its reader, checked
     as ``convert`` checks it; first passes spool it (``reopen`` is None)."""
-    from ..convert import identify, scan
+    from ..pipeline.convert import identify, scan
     from ..report import Report
 
     def open_scan() -> TraceStream:

@@ -406,7 +406,7 @@ def synthesize(model: TraceModel, rps: float | None = None, duration_s: float | 
         raise TransformError("synthesize: the model has no requests")
     factor = 1.0 if rps is None else rps / own
     digest = hashlib.sha256(model.to_json().encode()).hexdigest()
-    from .. import __version__
+    from .._version import __version__
 
     meta: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "source": None, "trace": "synthetic",

@@ -417,7 +417,7 @@ def rebase(trace: TraceLike) -> TraceView:
     entry = {"op": "rebase", "shift_us": shift}
 
     def overrides() -> dict[str, Any]:
-        from ..sources._time import epoch_us_of, iso_utc
+        from ..text.timestamps import epoch_us_of, iso_utc
 
         origin = inp.meta.get("time_origin")
         return {"time_origin": iso_utc(epoch_us_of(origin) + shift) if origin else origin}
@@ -526,7 +526,7 @@ def merge(traces: Sequence[TraceLike], *, align: Literal["auto", "absolute", "ze
         batches = s.batches
         first = next(batches, None)
         heads.append(itertools.chain([first] if first is not None else [], batches))
-    from ..sources._time import epoch_us_of, iso_utc
+    from ..text.timestamps import epoch_us_of, iso_utc
 
     origins = [s.meta.get("time_origin") for s in streams]
     absolute = align == "absolute" or (align == "auto" and all(origins))

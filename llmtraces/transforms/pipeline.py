@@ -56,7 +56,7 @@ class Plan:
     def apply(self, trace: TraceLike, path: Path | None = None) -> TraceView:
         """Apply the plan to ``trace`` (a stream, Table or path) in :data:`ORDER`.
 
-        ``path`` is where ``trace`` was read from, as :func:`llmtraces.convert.convert_file`
+        ``path`` is where ``trace`` was read from, as :func:`llmtraces.pipeline.convert.convert_file`
         passes it: a unified Parquet file is then re-read as a replayable stream, so first
         passes read its columns instead of spooling it.
         """
