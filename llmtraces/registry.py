@@ -276,10 +276,11 @@ def _describe(err: ValidationError, path: Path) -> str:
     return "\n".join(lines)
 
 
-def load_source_file(path: Path, *, check_formats: bool = True) -> Source:
+def load_source_file(path: Path) -> Source:
     """Parse and validate one registry file; :class:`RegistryError` names the file and field.
 
-    ``check_formats=False`` skips checking the reader names, which imports every reader.
+    The names of readers are checked where a source is read (``formats.check_formats``): the
+    registry sits below the formats and imports none of them.
     """
     try:
         with path.open("rb") as fh:
@@ -292,51 +293,23 @@ def load_source_file(path: Path, *, check_formats: bool = True) -> Source:
         raise RegistryError(_describe(exc, path)) from None
     if source.id != path.stem:
         raise RegistryError(f"{path}: id: {source.id!r} must equal the file name {path.stem!r}")
-    if check_formats:
-        _check_formats(source, path)
     return source
-
-
-def _check_formats(source: Source, path: Path) -> None:
-    """A :class:`RegistryError` naming ``path`` and the field if a format has no reader."""
-    from .formats import get_format  # late: sources import this module's models (and pyarrow)
-
-    named = [("format", source.format)] + [(f"traces.{tid}.format", tr.format)
-                                           for tid, tr in source.traces.items() if tr.format]
-    for where, name in named:
-        if name == AUTO_FORMAT:
-            continue
-        try:
-            get_format(name)
-        except UnknownSourceError as exc:
-            raise RegistryError(f"{path}: {where}: {exc}") from None
 
 
 @lru_cache(maxsize=8)
 def load_dir(directory: Path) -> dict[str, Source]:
-    return {p.stem: load_source_file(p, check_formats=False)
-            for p in sorted(directory.glob("*.toml"))}
+    """Every registry file of ``directory`` (resolved), parsed once per process."""
+    return {p.stem: load_source_file(p) for p in sorted(directory.glob("*.toml"))}
 
 
-def load_registry(directory: Path | None = None, *, check_formats: bool = True
-                  ) -> dict[str, Source]:
-    """Every source in ``directory`` (default: the shipped registry), keyed by id.
-
-    ``check_formats=False`` leaves out checking that each format names a reader, which imports
-    them all (and pyarrow): for commands that only show the registry (``list``, ``info``).
-    """
-    directory = (directory or registry_dir()).resolve()
-    sources = load_dir(directory)
-    if check_formats:  # cheap once the readers are imported: a dict lookup per format
-        for source in sources.values():
-            _check_formats(source, directory / f"{source.id}.toml")
-    return sources
+def load_registry(directory: Path | None = None) -> dict[str, Source]:
+    """Every source in ``directory`` (default: the shipped registry), keyed by id."""
+    return load_dir((directory or registry_dir()).resolve())
 
 
-def get_source(source_id: str, directory: Path | None = None, *,
-               check_formats: bool = True) -> Source:
+def get_source(source_id: str, directory: Path | None = None) -> Source:
     """The registry entry for ``source_id``, or an error listing the known ids."""
-    reg = load_registry(directory, check_formats=check_formats)
+    reg = load_registry(directory)
     try:
         return reg[source_id]
     except KeyError:

@@ -15,6 +15,7 @@ from conftest import REPO, SOURCE
 from llmtraces.cli import main
 from llmtraces.errors import RegistryError
 from llmtraces.fetching.checksums import compute
+from llmtraces.formats import check_formats
 from llmtraces.paths import bundled_dir
 from llmtraces.registry import json_schema_text, load_registry, load_source_file
 
@@ -52,13 +53,29 @@ def bad_registry(tmp_path: Path, old: str, new: str) -> Path:
     ('kind = "absolute"', 'kind = "sometimes"', "time.kind"),
     ('url = "https://raw', 'url = "ftp://raw', "traces.code.file.url"),
     ('id = "azure-llm-2023"', 'id = "azure"', "id"),
-    ('format = "azure-csv"', 'format = "excel"', "format"),
 ])
 def test_malformed_entry_names_file_and_field(tmp_path, old, new, field):
     d = bad_registry(tmp_path, old, new)
     with pytest.raises(RegistryError) as err:
         load_registry(d)
     assert f"{d / (SOURCE + '.toml')}: {field}" in str(err.value)
+
+
+def test_unknown_reader_is_refused_where_the_source_is_read(tmp_path, monkeypatch):
+    """The registry is models only; convert checks the reader names, naming the field."""
+    d = bad_registry(tmp_path, 'format = "azure-csv"', 'format = "excel"')
+    source = load_registry(d)[SOURCE]
+    with pytest.raises(RegistryError, match=r"registry entry azure-llm-2023: format: unknown "
+                                            r"native format 'excel'"):
+        check_formats(source)
+    monkeypatch.setenv("LLMTRACES_REGISTRY", str(d))
+    result = CliRunner().invoke(main, ["convert", SOURCE, "--trace", "code"])
+    assert result.exit_code != 0 and "format: unknown native format 'excel'" in result.output
+
+
+def test_every_shipped_reader_name_exists():
+    for source in load_registry().values():
+        check_formats(source)
 
 
 def test_file_without_checksum_is_refused(tmp_path):

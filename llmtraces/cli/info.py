@@ -21,7 +21,7 @@ from ._common import human_bytes, root
 def command(ctx: click.Context, source_id: str, as_json: bool) -> None:
     """Show everything the registry knows about SOURCE_ID, and what is cached."""
     home = root(ctx)
-    s = get_source(source_id, check_formats=False)
+    s = get_source(source_id)
     if s.discover is not None:  # only these need the host listing code (and its HTTP client)
         from ..fetching.discover import with_discovered
 

@@ -30,7 +30,7 @@ _PIECE = re.compile(r"[^ ,]+[ ,]*|[ ,]+")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 def command(as_json: bool) -> None:
     """List the sources in the registry."""
-    rows = [_row(s) for s in load_registry(check_formats=False).values()]
+    rows = [_row(s) for s in load_registry().values()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from .._plugins import lookup, modules
-from ..errors import InvalidTraceError, LLMTracesError, UnknownSourceError
+from ..errors import InvalidTraceError, LLMTracesError, RegistryError, UnknownSourceError
+from ..registry import AUTO_FORMAT, Source
 from ..schema import TraceStream
 from ..text import GZIP_MAGIC, ReadContext, read_first_line  # noqa: F401
 from ..timing import TimeSemantics
@@ -59,6 +60,23 @@ def all_formats() -> dict[str, NativeFormat]:
         for fmt in getattr(module, "FORMATS", ()):
             found[fmt.name] = fmt
     return found
+
+
+def check_formats(source: Source) -> None:
+    """Fail, naming the registry field, if ``source`` names a reader that does not exist.
+
+    The registry is models only (it sits below the formats), so this check runs where a
+    source is read: convert and validate.
+    """
+    named = [("format", source.format)] + [(f"traces.{tid}.format", tr.format)
+                                           for tid, tr in source.traces.items() if tr.format]
+    for where, name in named:
+        if name == AUTO_FORMAT:
+            continue
+        try:
+            get_format(name)
+        except UnknownSourceError as exc:
+            raise RegistryError(f"registry entry {source.id}: {where}: {exc}") from None
 
 
 def get_format(name: str) -> NativeFormat:

@@ -22,7 +22,7 @@ from ..errors import InvalidTraceError, LLMTracesError, NoSuchFileError, Unknown
 from ..fetching.checksums import compute, strongest
 from ..fetching.discover import resolve
 from ..fetching.natives import native_files, split_cached
-from ..formats import NativeFormat, get_format, get_writer, sniff
+from ..formats import NativeFormat, check_formats, get_format, get_writer, sniff
 from ..formats.parquet import is_unified, read_stream
 from ..licensing import notice, write_sidecar
 from ..paths import converted_path, home
@@ -98,6 +98,8 @@ def identify(path: Path, report: Report, *, source: Source | None = None,
         hit = find_file(path.name, registry)
         if hit is not None:
             source, trace_id, _ = hit
+    if source is not None:
+        check_formats(source)
     trace = source.trace(trace_id)[1] if source is not None else None
     reader = source.format_of(source.trace(trace_id)[0]) if source is not None else AUTO_FORMAT
     fmt = sniff(path) if reader == AUTO_FORMAT else get_format(reader)
