@@ -121,7 +121,8 @@ def test_function_level_imports_say_why() -> None:
         lines = MODULES[m].read_text(encoding="utf-8").splitlines()
         for _, line, top in edges:
             if not top and "# lazy:" not in lines[line - 1] + lines[line - 2]:
-                bad.append(f"{MODULES[m].relative_to(PACKAGE.parent)}:{line}: {lines[line - 1].strip()}")
+                where = MODULES[m].relative_to(PACKAGE.parent)
+                bad.append(f"{where}:{line}: {lines[line - 1].strip()}")
     assert not bad, "function-level imports without a '# lazy: <why>' comment:\n" + "\n".join(bad)
 
 
