@@ -13,7 +13,8 @@ from _pytest.doctest import DoctestItem
 
 # Modules that need an optional extra are not imported for doctests when it is missing (the
 # tests that use them skip with the reason).
-collect_ignore = [] if importlib.util.find_spec("aiohttp") else ["llmtraces/serve/sim.py"]
+collect_ignore = [] if importlib.util.find_spec("aiohttp") else [
+    "llmtraces/serve/sim.py", "llmtraces/serve/sim_request.py"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

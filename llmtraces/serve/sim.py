@@ -2,61 +2,43 @@
 
 Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions`` (streaming SSE or one JSON
 body), ``GET /v1/models``, ``GET /health`` and ``GET /sim/stats`` (the scheduler's counters).
-No model runs: the server schedules each request through a simulated continuous-batching
-engine whose iterations take real time (``asyncio`` sleeps on the real clock), so a client
-measures real TTFT, inter-token gaps and end-to-end latency.
-
-The model, in short (``docs/servers.md`` has the full account):
-
-- A request holds one of ``batch_slots`` slots and reserves ``prompt + max_tokens`` KV tokens
-  of ``kv_tokens`` from admission to its end. One that cannot be admitted waits in a FIFO queue
-  (head-of-line: nobody overtakes); past ``max_queue`` waiting it is refused at once (503 by
-  default, ``reject_status``) with a JSON error. One that could never fit gets 400.
-- The engine runs iterations. Each gives one token to every sequence past prefill and
-  processes up to ``prefill_chunk`` prompt tokens (0: all pending prompts) of waiting
-  prefills, FIFO. An iteration takes ``p / prefill_tps + t_dec(b)`` seconds, where ``p`` is
-  the prompt tokens processed and ``t_dec(b) = (1 + batch_penalty * (b - 1)) / decode_tps``
-  for ``b >= 1`` decoding sequences (0 when none). A sequence's first token comes at the end
-  of the iteration that finishes its prompt.
-- Prefix reuse: prompts are cut into blocks of ``block_tokens`` units, each named by a hash
-  chained over the blocks before it; leading blocks found in an LRU of ``prefix_cache_tokens``
-  are not prefilled (at least one prompt token always is). ``usage.prompt_tokens_details
-  .cached_tokens`` reports the reuse.
-- Output length is ``max_tokens`` with ``ignore_eos``, else a length drawn uniformly from
-  ``[max(1, min_tokens), max_tokens]`` by a generator seeded with ``seed`` and the request's
-  prompt, so the same request always gets the same answer.
+No model runs: this HTTP layer parses each request (:mod:`llmtraces.serve.sim_request`) and
+schedules it through the simulated continuous-batching engine of
+:mod:`llmtraces.serve.sim_engine` (slots, KV reservations, the queue, prefix reuse; the model
+is described there and in ``docs/servers.md``), whose iterations take real time (``asyncio``
+sleeps on the real clock), so a client measures real TTFT, inter-token gaps and end-to-end
+latency. Refusals are OpenAI-style JSON errors: a full queue gets ``reject_status`` (503 by
+default), a request that could never fit in the KV capacity 400. ``usage.prompt_tokens_details
+.cached_tokens`` reports prefix reuse; injected faults (``fail_rate``, or the ``X-Sim-Fault``
+header per request) reset, break or delay responses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import hashlib
 import hmac
 import json
-import math
 import random
 import signal
 import socket
 import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from aiohttp import web
 
 from ._simconfig import FAULTS, SimConfig
+from .sim_engine import Engine, FaultDraw, Seq, make_seq
+from .sim_request import RequestParser, SimError, SimRequest
 
 __all__ = ["FAULTS", "FAULT_HEADER", "SimConfig", "SimError", "SimServer"]
 
 #: request header that forces a fault mode (or ``none``) for one request.
 FAULT_HEADER = "X-Sim-Fault"
-#: seconds the engine may fall behind its schedule before it stops catching up.
-_RESYNC_S = 0.1
 #: the words output text is made of; each output token is one word with a leading space.
 _WORDS = (
     "the", "of", "and", "to", "in", "is", "that", "it", "for", "on", "as", "with", "was",
@@ -66,271 +48,6 @@ _WORDS = (
     "first", "next", "each", "many", "some", "new", "old", "fast", "slow", "long", "short",
     "data", "work", "test", "run", "step", "end",
 )
-
-
-class SimError(Exception):
-    """An error answered to the client as an OpenAI-style JSON error body."""
-
-    def __init__(self, status: int, message: str, kind: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param = status, message, kind, param
-
-    def response(self, headers: dict[str, str] | None = None) -> web.Response:
-        """The JSON error response: ``{"error": {"message", "type", "param", "code"}}``."""
-        body = {"error": {"message": self.message, "type": self.kind, "param": self.param,
-                          "code": self.status}}
-        return web.json_response(body, status=self.status, headers=headers)
-
-
-@dataclass
-class _Seq:
-    """One request inside the engine."""
-
-    rid: str
-    prompt_tokens: int
-    #: prefix-cache block hashes of the prompt (chained), and the tokens per unit.
-    blocks: list[bytes]
-    units_per_token: float
-    #: leading blocks a lookup may hit: at least one prompt unit is always prefilled.
-    max_hit_blocks: int
-    max_tokens: int
-    output_len: int
-    arrival: float
-    cached: int = 0
-    prefill_left: int = -1
-    produced: int = 0
-    finished: bool = False
-    cancelled: bool = False
-    aborted: bool = False
-    tokens: asyncio.Queue[int | None] = field(default_factory=asyncio.Queue)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def reserve(self) -> int:
-        """KV tokens held from admission to the end."""
-        return self.prompt_tokens + self.max_tokens
-
-    def emit(self) -> None:
-        """One more output token; the last one ends the sequence."""
-        self.produced += 1
-        self.tokens.put_nowait(1)
-        if self.produced >= self.output_len:
-            self.finished = True
-            self.tokens.put_nowait(None)
-            self.done.set()
-
-    def abort(self) -> None:
-        """End the sequence without finishing it (server stopping)."""
-        self.aborted = True
-        self.tokens.put_nowait(None)
-        self.done.set()
-
-
-class _Engine:
-    """The continuous-batching scheduler: slots, KV reservations, the queue, iterations."""
-
-    def __init__(self, cfg: SimConfig) -> None:
-        self.cfg = cfg
-        self.running: list[_Seq] = []
-        self.waiting: collections.deque[_Seq] = collections.deque()
-        self.kv_used = 0
-        cache_tokens = cfg.kv_tokens if cfg.prefix_cache_tokens is None \
-            else cfg.prefix_cache_tokens
-        self.cache_blocks = cache_tokens // cfg.block_tokens if cfg.prefix_cache else 0
-        self.cache: collections.OrderedDict[bytes, None] = collections.OrderedDict()
-        self.stats: dict[str, Any] = {
-            "requests": 0, "completed": 0, "cancelled": 0, "rejected_queue_full": 0,
-            "rejected_too_long": 0, "bad_requests": 0, "unauthorized": 0,
-            "faults": dict.fromkeys(FAULTS, 0), "prompt_tokens": 0, "cached_tokens": 0,
-            "completion_tokens": 0, "iterations": 0, "peak_running": 0, "peak_waiting": 0,
-            "peak_kv_used": 0}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start the iteration loop on the running event loop."""
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def close(self) -> None:
-        """Stop iterating and end every sequence still in the engine."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for seq in [*self.running, *self.waiting]:
-            if not seq.finished:
-                seq.abort()
-        self.running.clear()
-        self.waiting.clear()
-
-    def submit(self, seq: _Seq) -> bool:
-        """Admit ``seq`` now, or queue it; False when the queue is full (refuse it)."""
-        if not self.waiting and self._fits(seq):
-            self._admit(seq)
-            return True
-        if len(self.waiting) >= self.cfg.max_queue:
-            return False
-        self.waiting.append(seq)
-        self.stats["peak_waiting"] = max(self.stats["peak_waiting"], len(self.waiting))
-        return True
-
-    def cancel(self, seq: _Seq) -> None:
-        """The client went away: drop ``seq`` (from the queue now, from a slot at the next
-        iteration boundary)."""
-        if seq.finished or seq.cancelled:
-            return
-        seq.cancelled = True
-        self.stats["cancelled"] += 1
-        with contextlib.suppress(ValueError):
-            self.waiting.remove(seq)
-        self._wake.set()
-
-    def _fits(self, seq: _Seq) -> bool:
-        return (len(self.running) < self.cfg.batch_slots
-                and self.kv_used + seq.reserve <= self.cfg.kv_tokens)
-
-    def _admit(self, seq: _Seq) -> None:
-        self.running.append(seq)
-        self.kv_used += seq.reserve
-        self.stats["peak_running"] = max(self.stats["peak_running"], len(self.running))
-        self.stats["peak_kv_used"] = max(self.stats["peak_kv_used"], self.kv_used)
-        self._wake.set()
-
-    def _reap(self) -> None:
-        """Free the slots and KV of ended sequences, then admit from the queue head."""
-        keep = []
-        for seq in self.running:
-            if seq.finished or seq.cancelled:
-                self.kv_used -= seq.reserve
-                if seq.finished:
-                    self.stats["completed"] += 1
-            else:
-                keep.append(seq)
-        self.running = keep
-        while self.waiting and self._fits(self.waiting[0]):
-            self._admit(self.waiting.popleft())
-
-    def _lookup(self, seq: _Seq) -> None:
-        """Set the cached prefix of ``seq`` from the leading blocks found in the cache."""
-        hits = 0
-        if self.cache_blocks:
-            for h in seq.blocks[:seq.max_hit_blocks]:
-                if h not in self.cache:
-                    break
-                self.cache.move_to_end(h)
-                hits += 1
-        units = hits * self.cfg.block_tokens
-        cached = units if seq.units_per_token == 1.0 else int(units / seq.units_per_token)
-        seq.cached = max(0, min(cached, seq.prompt_tokens - 1))
-        seq.prefill_left = seq.prompt_tokens - seq.cached
-        self.stats["cached_tokens"] += seq.cached
-
-    def _insert(self, seq: _Seq) -> None:
-        """Put the prompt's blocks in the cache (most recent last), evicting the oldest."""
-        if not self.cache_blocks:
-            return
-        for h in seq.blocks:
-            self.cache[h] = None
-            self.cache.move_to_end(h)
-        while len(self.cache) > self.cache_blocks:
-            self.cache.popitem(last=False)
-
-    async def _run(self) -> None:
-        """Iterate while there is work; sleep until an arrival otherwise."""
-        loop = asyncio.get_running_loop()
-        cfg = self.cfg
-        deadline = loop.time()
-        while True:
-            self._reap()
-            if not self.running:
-                self._wake.clear()
-                await self._wake.wait()
-                deadline = loop.time()
-                continue
-            decoders = [s for s in self.running if s.prefill_left == 0]
-            budget = cfg.prefill_chunk or math.inf
-            prefilled, done_prefill = 0, []
-            for seq in self.running:
-                if seq.prefill_left == 0:
-                    continue
-                if budget <= 0:
-                    break
-                if seq.prefill_left < 0:
-                    self._lookup(seq)
-                take = int(min(seq.prefill_left, budget))
-                seq.prefill_left -= take
-                budget -= take
-                prefilled += take
-                if seq.prefill_left == 0:
-                    done_prefill.append(seq)
-            step = cfg.prefill_s(prefilled) + cfg.decode_step_s(len(decoders))
-            now = loop.time()
-            if now - deadline > _RESYNC_S:
-                deadline = now
-            deadline += step
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
-            self.stats["iterations"] += 1
-            for seq in done_prefill:
-                self._insert(seq)
-            for seq in (*done_prefill, *decoders):
-                if not seq.cancelled:
-                    seq.emit()
-                    self.stats["completion_tokens"] += 1
-
-
-@dataclass
-class _Request:
-    """A parsed and validated request."""
-
-    chat: bool
-    stream: bool
-    include_usage: bool
-    prompt_tokens: int
-    units: list[int]
-    max_tokens: int
-    min_tokens: int
-    ignore_eos: bool
-
-
-def _int_field(body: dict[str, Any], name: str, default: int | None, low: int) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise SimError(400, f"{name} must be an integer >= {low} (got {value!r})",
-                       "invalid_request_error", name)
-    return value
-
-
-def _word_ids(text: str, vocab: int) -> list[int]:
-    """Stand-in token ids of a text prompt: one per whitespace-separated word (crc32 % vocab)."""
-    return [zlib.crc32(w.encode("utf-8")) % vocab for w in text.split()]
-
-
-def _chat_text(messages: Any) -> list[tuple[str, str]]:
-    """(role, text) of each chat message; content as a string or a list of text parts."""
-    if not isinstance(messages, list) or not messages:
-        raise SimError(400, "messages must be a non-empty list", "invalid_request_error",
-                       "messages")
-    out = []
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
-            raise SimError(400, f"messages[{i}] must be an object with a role",
-                           "invalid_request_error", "messages")
-        content = msg.get("content")
-        if content is None:
-            text = ""
-        elif isinstance(content, str):
-            text = content
-        elif isinstance(content, list):
-            parts = [p.get("text", "") for p in content
-                     if isinstance(p, dict) and p.get("type") == "text"]
-            text = " ".join(str(p) for p in parts)
-        else:
-            raise SimError(400, f"messages[{i}].content must be a string or a list of parts",
-                           "invalid_request_error", "messages")
-        out.append((msg["role"], text))
-    return out
 
 
 class SimServer:
@@ -348,11 +65,12 @@ class SimServer:
         self._access_log = access_log
         self._counter: Any = None
         if self.config.tokenizer:
-            from ..tokenize import load_counter
+            from ..tokenize import load_counter  # lazy: tokenizers load only when one is asked for
             self._counter = load_counter(self.config.tokenizer, workers=1)
-        self._fault_rng = random.Random(f"{self.config.seed}:faults")
+        self._parser = RequestParser(self.config, self._counter)
+        self._faults = FaultDraw(self.config)
         self._ids = 0
-        self._engine: _Engine | None = None
+        self._engine: Engine | None = None
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -369,7 +87,7 @@ class SimServer:
     async def start_async(self) -> SimServer:
         """Bind and start serving on the running event loop."""
         self._loop = asyncio.get_running_loop()
-        self._engine = _Engine(self.config)
+        self._engine = Engine(self.config)
         self._engine.start()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/completions", self._completions)
@@ -533,115 +251,8 @@ class SimServer:
                 raise SimError(400, f"{FAULT_HEADER} must be one of none, {', '.join(FAULTS)} "
                                f"(got {forced!r})", "invalid_request_error")
             return forced
-        if self.config.fail_rate <= 0:
-            return None
-        draw, mode = self._fault_rng.random(), self._fault_rng.choice(self.config.faults)
-        return mode if draw < self.config.fail_rate else None
+        return self._faults.draw()
 
-    async def _parse(self, request: web.Request, chat: bool) -> _Request:
-        cfg = self.config
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SimError(400, f"request body is not JSON: {exc}",
-                           "invalid_request_error") from None
-        if not isinstance(body, dict):
-            raise SimError(400, "request body must be a JSON object", "invalid_request_error")
-        model = body.get("model")
-        if model is not None and model != cfg.model:
-            raise SimError(404, f"model {model!r} does not exist; this server serves "
-                           f"{cfg.model!r}", "model_not_found", "model")
-        if _int_field(body, "n", 1, 1) != 1:
-            raise SimError(400, "only n = 1 is supported", "invalid_request_error", "n")
-        stream = body.get("stream", False)
-        if not isinstance(stream, bool):
-            raise SimError(400, "stream must be a boolean", "invalid_request_error", "stream")
-        opts = body.get("stream_options") or {}
-        include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
-        ignore_eos = body.get("ignore_eos", False)
-        if not isinstance(ignore_eos, bool):
-            raise SimError(400, "ignore_eos must be a boolean", "invalid_request_error",
-                           "ignore_eos")
-        name = "max_completion_tokens" if chat and "max_completion_tokens" in body \
-            else "max_tokens"
-        max_tokens = _int_field(body, name, cfg.default_max_tokens, 1)
-        min_tokens = _int_field(body, "min_tokens", 0, 0)
-        assert max_tokens is not None and min_tokens is not None
-        if min_tokens > max_tokens:
-            raise SimError(400, f"min_tokens ({min_tokens}) exceeds max_tokens ({max_tokens})",
-                           "invalid_request_error", "min_tokens")
-        if chat:
-            prompt_tokens, units = await self._chat_prompt(body.get("messages"))
-        else:
-            prompt_tokens, units = await self._completion_prompt(body.get("prompt"))
-        if prompt_tokens < 1:
-            raise SimError(400, "the prompt is empty", "invalid_request_error",
-                           "messages" if chat else "prompt")
-        return _Request(chat, stream, include_usage, prompt_tokens, units, max_tokens,
-                        min_tokens, ignore_eos)
-
-    async def _count(self, text: str) -> tuple[int, list[int]]:
-        units = _word_ids(text, self.config.vocab_size)
-        if self._counter is None:
-            return len(units), units
-        (n,) = await asyncio.to_thread(self._counter.count, [text])
-        return int(n), units
-
-    async def _completion_prompt(self, prompt: Any) -> tuple[int, list[int]]:
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
-            prompt = prompt[0]
-        if isinstance(prompt, str):
-            return await self._count(prompt)
-        if isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool)
-                                            for t in prompt):
-            vocab = self.config.vocab_size
-            bad = next((t for t in prompt if not 0 <= t < vocab), None)
-            if bad is not None:
-                raise SimError(400, f"token id {bad} is out of range [0, {vocab})",
-                               "invalid_request_error", "prompt")
-            return len(prompt), list(prompt)
-        raise SimError(400, "prompt must be a string, a list of token ids, or a one-element "
-                       "list of either (batched prompts are not supported)",
-                       "invalid_request_error", "prompt")
-
-    async def _chat_prompt(self, messages: Any) -> tuple[int, list[int]]:
-        total, units = 0, []
-        overhead = self.config.chat_overhead
-        for role, text in _chat_text(messages):
-            n, ids = await self._count(text)
-            marker = zlib.crc32(role.encode("utf-8")) % self.config.vocab_size
-            total += n + overhead
-            units += [marker] * overhead + ids
-        return total, units
-
-    def _blocks(self, units: list[int]) -> list[bytes]:
-        """Chained hashes of the full blocks of ``units``."""
-        size = self.config.block_tokens
-        out, prev = [], b""
-        for start in range(0, len(units) - size + 1, size):
-            h = hashlib.blake2b(prev, digest_size=16)
-            h.update(struct.pack(f"<{size}I", *(u & 0xFFFFFFFF for u in
-                                                units[start:start + size])))
-            prev = h.digest()
-            out.append(prev)
-        return out
-
-    def _new_seq(self, req: _Request) -> tuple[_Seq, random.Random]:
-        """The engine sequence for ``req`` and its seeded generator (length, then text)."""
-        self._ids += 1
-        digest = hashlib.blake2b(struct.pack(f"<{len(req.units)}I", *(
-            u & 0xFFFFFFFF for u in req.units)), digest_size=16).hexdigest()
-        rng = random.Random(f"{self.config.seed}:{digest}:{req.prompt_tokens}:"
-                            f"{req.max_tokens}:{req.min_tokens}:{req.chat}")
-        length = req.max_tokens if req.ignore_eos else \
-            rng.randint(max(1, req.min_tokens), req.max_tokens)
-        assert self._loop is not None
-        seq = _Seq(rid=f"{self._ids:08x}", prompt_tokens=req.prompt_tokens,
-                   blocks=self._blocks(req.units),
-                   units_per_token=(len(req.units) / req.prompt_tokens) or 1.0,
-                   max_hit_blocks=max(0, len(req.units) - 1) // self.config.block_tokens,
-                   max_tokens=req.max_tokens, output_len=length, arrival=self._loop.time())
-        return seq, rng
 
     async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
         engine = self._engine
@@ -649,7 +260,7 @@ class SimServer:
         engine.stats["requests"] += 1
         try:
             self._authorize(request)
-            req = await self._parse(request, chat)
+            req = await self._parser.parse(request, chat)
             fault = self._fault(request)
         except SimError as exc:
             if exc.status != 401:
@@ -662,19 +273,20 @@ class SimServer:
                             "internal_server_error").response()
         if fault == "slow":
             await asyncio.sleep(self.config.slow_first_byte_s)
-        seq, rng = self._new_seq(req)
-        if seq.reserve > self.config.kv_tokens:
-            engine.stats["rejected_too_long"] += 1
+        self._ids += 1
+        seq, rng = make_seq(self.config, f"{self._ids:08x}", req.units, req.prompt_tokens,
+                            req.max_tokens, req.min_tokens, req.ignore_eos, req.chat,
+                            engine.clock.time())
+        verdict = engine.offer(seq)
+        if verdict == "too_long":
             return SimError(400, f"prompt ({req.prompt_tokens} tokens) + max_tokens "
                             f"({req.max_tokens}) exceeds the KV capacity "
                             f"({self.config.kv_tokens} tokens)", "context_length_exceeded",
                             "max_tokens").response()
-        if not engine.submit(seq):
-            engine.stats["rejected_queue_full"] += 1
+        if verdict == "queue_full":
             return SimError(self.config.reject_status,
                             f"server overloaded: {self.config.max_queue} requests already "
                             "waiting", "server_overloaded").response({"Retry-After": "1"})
-        engine.stats["prompt_tokens"] += req.prompt_tokens
         try:
             if req.stream:
                 return await self._stream(request, req, seq, rng, fault)
@@ -683,12 +295,12 @@ class SimServer:
             if not seq.finished:
                 engine.cancel(seq)
 
-    def _usage(self, req: _Request, seq: _Seq) -> dict[str, Any]:
+    def _usage(self, req: SimRequest, seq: Seq) -> dict[str, Any]:
         return {"prompt_tokens": req.prompt_tokens, "completion_tokens": seq.produced,
                 "total_tokens": req.prompt_tokens + seq.produced,
                 "prompt_tokens_details": {"cached_tokens": seq.cached}}
 
-    def _head(self, req: _Request, seq: _Seq, created: int) -> dict[str, Any]:
+    def _head(self, req: SimRequest, seq: Seq, created: int) -> dict[str, Any]:
         if req.chat:
             return {"id": f"chatcmpl-{seq.rid}", "object": "chat.completion.chunk"
                     if req.stream else "chat.completion", "created": created,
@@ -697,10 +309,10 @@ class SimServer:
                 "model": self.config.model}
 
     @staticmethod
-    def _finish(seq: _Seq) -> str:
+    def _finish(seq: Seq) -> str:
         return "length" if seq.produced >= seq.max_tokens else "stop"
 
-    async def _whole(self, request: web.Request, req: _Request, seq: _Seq, rng: random.Random,
+    async def _whole(self, request: web.Request, req: SimRequest, seq: Seq, rng: random.Random,
                      fault: str | None) -> web.StreamResponse:
         """Non-streaming: one JSON body once the sequence ends."""
         if fault == "reset":
@@ -726,7 +338,7 @@ class SimServer:
             data = data[: len(data) // 2]
         return web.Response(body=data, content_type="application/json")
 
-    async def _stream(self, request: web.Request, req: _Request, seq: _Seq, rng: random.Random,
+    async def _stream(self, request: web.Request, req: SimRequest, seq: Seq, rng: random.Random,
                       fault: str | None) -> web.StreamResponse:
         """Streaming: one SSE event per token (or per ``chunk_tokens``), then ``[DONE]``."""
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
