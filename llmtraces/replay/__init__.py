@@ -4,8 +4,9 @@ measure what it did (see ``docs/replay.md``).
 One module per job: :mod:`.schedule` (when each request is due), :mod:`.prompts` (exact-length
 token-id or text prompts, sessions, hash blocks), :mod:`.client` (HTTP and SSE, error classes;
 needs aiohttp), :mod:`.recorder` (``requests.parquet``, written incrementally),
-:mod:`.metrics` (summary and time series), :mod:`.runner` (the dispatcher). This package
-imports without aiohttp; only :mod:`.client` and :mod:`.runner` need it.
+:mod:`.metrics` (summary and time series), :mod:`.producer` (request bodies built ahead of
+time), :mod:`.rows` (one request's row), :mod:`.runner` (the dispatcher and the run). This
+package imports without aiohttp; only :mod:`.client` and :mod:`.runner` need it.
 """
 
 from __future__ import annotations

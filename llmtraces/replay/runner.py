@@ -1,5 +1,6 @@
-"""The replay itself: a producer thread builds request bodies ahead of time; a dispatcher on
-a dedicated event loop sends each one at its due time; every answer becomes a row.
+"""The replay itself: a producer thread (:mod:`.producer`) builds request bodies ahead of
+time; a dispatcher on a dedicated event loop sends each one at its due time; every answer
+becomes a row (:mod:`.rows`), and the run ends with the summary and the time series.
 
 Precision: the dispatcher sleeps until ~1 ms before a request is due (the event loop's
 timers have millisecond granularity), then yields to the loop in a tight ``sleep(0)`` spin
@@ -17,7 +18,6 @@ wait is the row's ``queue_s`` and dispatch lateness is measured from the slot's 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import datetime as _dt
 import functools
@@ -26,7 +26,6 @@ import importlib
 import json
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,8 +39,10 @@ from ..atomic import atomic_path
 from ..transforms import TraceLike
 from . import client, metrics
 from .errors import ReplayError
-from .prompts import BodySpec, PromptBuilder, TextRenderer, encode, make_body
-from .recorder import REQUESTS, Recorder, empty_row
+from .producer import Item, Producer
+from .prompts import BodySpec, PromptBuilder, TextRenderer
+from .recorder import REQUESTS, Recorder
+from .rows import result_row
 from .schedule import Schedule, Timing
 
 SUMMARY = "summary.json"
@@ -95,117 +96,6 @@ class ReplayConfig:
         if self.api not in APIS:
             raise ReplayError(f"--api must be one of {', '.join(APIS)} (got {self.api!r})")
         return url, url + APIS[self.api], self.api
-
-
-@dataclass
-class _Item:
-    """A request ready to send."""
-
-    due: float
-    request_id: int
-    source_row: int
-    session_id: str | None
-    turn: int | None
-    parent_request_id: int | None
-    input_tokens: int
-    max_tokens: int
-    body: bytes | None          # None: not sendable (bad_prompt)
-    detail: str | None = None
-    recorded: bool = False
-
-
-class _Producer(threading.Thread):
-    """Builds bodies from the schedule into a bounded deque, ahead of the dispatcher."""
-
-    def __init__(self, schedule: Schedule, builder: PromptBuilder, spec: BodySpec,
-                 renderer: TextRenderer | None, cfg: ReplayConfig) -> None:
-        super().__init__(name="llmtraces-replay-producer", daemon=True)
-        self.schedule, self.builder, self.spec, self.renderer = schedule, builder, spec, renderer
-        self.cfg = cfg
-        self.items: collections.deque[_Item] = collections.deque()
-        self.done = threading.Event()
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.count = 0
-
-    def run(self) -> None:
-        try:
-            for s in self.schedule:
-                while len(self.items) >= self.cfg.lookahead and not self.stop.is_set():
-                    time.sleep(0.0005)
-                if self.stop.is_set():
-                    return
-                self.items.append(self._item(s.due_s, s.request))
-                self.count += 1
-                time.sleep(0)  # give the GIL back to the dispatcher after each body
-        except BaseException as exc:  # handed to the dispatcher, which ends the run
-            self.error = exc
-        finally:
-            self.done.set()
-
-    def _item(self, due: float, req: Any) -> _Item:
-        out = req.output_tokens
-        max_tokens = self.cfg.default_output_tokens if out is None else max(1, int(out))
-        prompt = self.builder.build(req, max_tokens)
-        item = _Item(due, req.request_id, req.source_row, req.session_id, req.turn,
-                     req.parent_request_id, len(prompt.units), max_tokens, None)
-        vocab = self.spec.vocab_size
-        if prompt.own_ids and vocab is not None and prompt.units and \
-                max(prompt.units) >= vocab:
-            item.detail = (f"the trace's token id {max(prompt.units)} is outside the "
-                           f"vocabulary (--vocab-size {vocab})")
-            return item
-        item.body = encode(make_body(self.spec, prompt, max_tokens, self.renderer))
-        return item
-
-
-def _row(item: _Item, t0: float, ready: float | None, out: client.Outcome | None,
-         stream: bool) -> dict[str, Any]:
-    """The ``requests.parquet`` row of one request."""
-    row = empty_row()
-    row.update(request_id=item.request_id, source_row=item.source_row,
-               session_id=item.session_id, turn=item.turn,
-               parent_request_id=item.parent_request_id, scheduled_s=item.due,
-               input_tokens=item.input_tokens, output_tokens_asked=item.max_tokens)
-    if ready is not None:
-        row["ready_s"] = ready - t0
-        row["queue_s"] = max(0.0, row["ready_s"] - item.due)
-    if out is None:
-        row.update(ok=False, error="bad_prompt", error_detail=item.detail)
-        return row
-    if out.sent:
-        row["sent_s"] = out.sent - t0
-        if ready is not None:
-            row["lateness_s"] = out.sent - ready
-    row["end_s"] = (out.end - t0) if out.end else None
-    row["chunk_times_s"] = [c - t0 for c in out.chunks]
-    row["chunks"] = len(out.chunks)
-    row["first_token_s"] = (out.first - t0) if out.first is not None else None
-    row.update(status=out.status, error=out.error, error_detail=out.detail,
-               finish_reason=out.finish_reason)
-    ok = out.error is None and out.status == 200
-    row["ok"] = ok
-    usage = out.usage or {}
-    got = usage.get("completion_tokens")
-    if isinstance(got, int):
-        row["output_tokens"], row["usage_source"] = got, "usage"
-    elif stream and out.chunks:
-        row["output_tokens"], row["usage_source"] = len(out.chunks), "chunks"
-    prompt = usage.get("prompt_tokens")
-    row["prompt_tokens"] = prompt if isinstance(prompt, int) else None
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    row["cached_tokens"] = cached if isinstance(cached, int) else None
-    if out.sent and out.end:
-        row["e2e_s"] = out.end - out.sent
-    if out.first is not None and out.sent:
-        row["ttft_s"] = out.first - out.sent
-    n = row["output_tokens"]
-    if ok and n is not None:
-        row["short_output"] = n < item.max_tokens
-        if n >= 2 and row["ttft_s"] is not None and row["e2e_s"] is not None:
-            row["tpot_s"] = (row["e2e_s"] - row["ttft_s"]) / (n - 1)
-    return row
 
 
 class Replay:
@@ -275,7 +165,7 @@ class Replay:
         self.stop_reason = reason
         self._stop.set()
 
-    async def _next(self, prod: _Producer) -> _Item | None:
+    async def _next(self, prod: Producer) -> Item | None:
         while True:
             if prod.items:
                 return prod.items.popleft()
@@ -287,13 +177,13 @@ class Replay:
                 return None
             await asyncio.sleep(0.0005)
 
-    async def _one(self, session: aiohttp.ClientSession, item: _Item, ready: float,
+    async def _one(self, session: aiohttp.ClientSession, item: Item, ready: float,
                    sem: asyncio.Semaphore | None, recorder: Recorder) -> None:
         out = client.Outcome()
         item.recorded = True
         try:
             if item.body is None:
-                recorder.add(_row(item, self.t0, ready, None, self.cfg.stream))
+                recorder.add(result_row(item, self.t0, ready, None, self.cfg.stream))
                 self.failed += 1
                 return
             try:
@@ -305,7 +195,7 @@ class Replay:
             late = out.sent - ready if out.sent else 0.0
             if late > self._late_max:
                 self._late_max = late
-            row = _row(item, self.t0, ready, out, self.cfg.stream)
+            row = result_row(item, self.t0, ready, out, self.cfg.stream)
             recorder.add(row)
             if not row["ok"]:
                 self.failed += 1
@@ -314,7 +204,7 @@ class Replay:
             if sem is not None:
                 sem.release()
 
-    async def _dispatch(self, session: aiohttp.ClientSession, prod: _Producer,
+    async def _dispatch(self, session: aiohttp.ClientSession, prod: Producer,
                         recorder: Recorder) -> None:
         loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(self.cfg.max_concurrency) if self.cfg.max_concurrency else None
@@ -349,14 +239,14 @@ class Replay:
             task.add_done_callback(functools.partial(self._unstarted, item=item, ready=ready,
                                                      sem=sem, recorder=recorder))
 
-    def _unstarted(self, task: asyncio.Task[None], item: _Item, ready: float,
+    def _unstarted(self, task: asyncio.Task[None], item: Item, ready: float,
                    sem: asyncio.Semaphore | None, recorder: Recorder) -> None:
         """A task cancelled before it ran: its request was never sent; record that."""
         if item.recorded:
             return
         out = client.Outcome()
         out.fail("cancelled", "dispatched but cancelled before it was sent")
-        recorder.add(_row(item, self.t0, ready, out, self.cfg.stream))
+        recorder.add(result_row(item, self.t0, ready, out, self.cfg.stream))
         self.failed += 1
         self.done += 1
         if sem is not None:
@@ -394,9 +284,9 @@ class Replay:
             info = await client.probe(session, self.base, self._headers())
             spec, renderer = self._spec(info)
             self.spec = spec
-            prod = _Producer(self.schedule, PromptBuilder(
+            prod = Producer(self.schedule, PromptBuilder(
                 self.cfg.seed, use_trace_ids=self.cfg.prompt_source == "ids"), spec,
-                renderer, self.cfg)
+                renderer, self.cfg.lookahead, self.cfg.default_output_tokens)
             self.producer, self.renderer = prod, renderer
             prod.start()
             deadline = time.monotonic() + 10.0
