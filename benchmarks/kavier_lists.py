@@ -34,7 +34,8 @@ src, dst, how = sys.argv[1:4]
 t0 = time.perf_counter()
 if how == "read":
     from llmtraces.report import Report
-    from llmtraces.sources import ReadContext, get_format
+    from llmtraces.formats import get_format
+    from llmtraces.text import ReadContext
     report = Report()
     fmt = get_format("kavier-parquet" if src.endswith(".parquet") else "kavier-csv")
     deque(fmt.read(ReadContext(__import__("pathlib").Path(src), report)), maxlen=0)

@@ -21,7 +21,8 @@ import llmtraces
 from conftest import FIXTURES
 from llmtraces.cli import main
 from llmtraces.errors import LLMTracesError
-from llmtraces.formats import get_format, kavier_input, sniff
+from llmtraces.formats import _kavier as kavier_input  # the column logic of both forms
+from llmtraces.formats import get_format, sniff
 from llmtraces.pipeline.convert import convert_file
 from llmtraces.report import Report
 from llmtraces.text import ReadContext

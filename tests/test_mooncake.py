@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from formatcheck import check_format
 from httpserver import LoopbackServer, Route
 
 import llmtraces
@@ -70,6 +71,13 @@ def check_first_and_last(t: pa.Table) -> None:
     assert last["hash_ids"][-1] == 43923
     assert (first["request_id"], last["request_id"], last["source_row"]) == (0, ROWS - 1,
                                                                               ROWS - 1)
+
+
+def test_check_format_on_the_real_synthetic_trace(synthetic: Path):
+    check_format(synthetic, rows=ROWS, reader="mooncake-jsonl",
+                 first={"arrival_us": 0, "input_tokens": 40160, "output_tokens": 6},
+                 last={"arrival_us": 1_022_025_000, "input_tokens": 18440, "output_tokens": 83},
+                 roundtrip="mooncake")
 
 
 def test_registry_facts(synthetic: Path):

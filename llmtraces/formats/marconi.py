@@ -1,27 +1,27 @@
-"""Marconi traces (Pan et al., MLSys'25, ``ruipeterpan/marconi``): ``marconi-jsonl``.
+"""Marconi traces (Pan et al., MLSys'25, ``ruipeterpan/marconi``): the ``marconi-jsonl`` reader and
+the ``marconi`` writer.
 
-One request per line, keys in order ``session_id`` (int), ``turn_id`` (int), ``ts`` (float
-seconds, relative and synthetic), ``num_input_tokens``, ``num_output_tokens``, ``input_tokens``
-and ``output_tokens`` (Llama-2 token ids; the input holds the whole history, each tokenisation
-starting with BOS 1), written with ``json.dumps``'s default separators. Kavier's input files,
-the same requests as CSV or Parquet, are read by :mod:`.kavier_input`, which shares
-:func:`check_ids` and :data:`TIME` from here.
+Reader: one request per line, keys in order ``session_id`` (int), ``turn_id`` (int), ``ts``
+(float seconds, relative and synthetic), ``num_input_tokens``, ``num_output_tokens``,
+``input_tokens`` and ``output_tokens`` (Llama-2 token ids; the input holds the whole history,
+each tokenisation starting with BOS 1), written with ``json.dumps``'s default separators.
+Kavier's input files, the same requests as CSV or Parquet, are read by :mod:`.kavier_csv` and
+:mod:`.kavier_parquet`, which share :func:`check_ids` and :data:`TIME` from here.
 
 Mapping: ``session_id`` -> ``session_id`` (text), ``turn_id`` -> ``turn``, ``ts`` ->
-``arrival_us`` (exact to 1 µs; a value with finer digits, e.g. ``9.333333333333334``, is
-rounded and its raw value kept in ``extra`` for the writers), ``num_*_tokens`` ->
-``input_tokens``/``output_tokens``, the lists -> ``input_token_ids``/``output_token_ids``.
-A count that differs from its list's length is an error, as is an id outside ``0..2**31-1``.
+``arrival_us`` (exact to 1 µs; a value with finer digits, e.g. ``9.333333333333334``, is rounded
+and its raw value kept in ``extra`` for the writers), ``num_*_tokens`` ->
+``input_tokens``/``output_tokens``, the lists -> ``input_token_ids``/``output_token_ids``. A
+count that differs from its list's length is an error, as is an id outside ``0..2**31-1``.
 
-Writer: unified trace -> Marconi trace JSONL (the layout Marconi's ``policy_exploration.py`` replays).
-
-One object per request: ``session_id`` (int where the unified id is a decimal integer, else the
-text), ``turn_id`` (``turn``, 0 where null), ``ts`` (float seconds: ``arrival_us / 1e6``, or the
-raw value kept in ``extra``), ``num_input_tokens``, ``num_output_tokens``, ``input_tokens`` and
-``output_tokens``. The token id lists are required: Marconi simulates prefix caching on them.
-A request without a session becomes its own session, numbered by its request_id. A trace read
-from a Marconi file keeps its key order, separators, extra keys and final newline, so the file
-comes back byte for byte.
+Writer: unified trace -> Marconi trace JSONL, the layout Marconi's ``policy_exploration.py``
+replays. One object per request: ``session_id`` (int where the unified id is a decimal integer,
+else the text), ``turn_id`` (``turn``, 0 where null), ``ts`` (float seconds:
+``arrival_us / 1e6``, or the raw value kept in ``extra``), ``num_input_tokens``,
+``num_output_tokens``, ``input_tokens`` and ``output_tokens``. The token id lists are required:
+Marconi simulates prefix caching on them. A request without a session becomes its own session,
+numbered by its request_id. A trace read from a Marconi file keeps its key order, separators,
+extra keys and final newline, so the file comes back byte for byte.
 """
 
 from __future__ import annotations
