@@ -194,8 +194,10 @@ class Source(_Strict):
     name: str
     description: str
     homepage: str
-    format: str = Field(description="Native reader name (llmtraces/sources), or `auto`: each "
+    format: str = Field(description="Native reader name (llmtraces/formats), or `auto`: each "
                         "file's reader is recognised from its header or Parquet schema.")
+    layout: str = Field(default="", description="The native layout in a few words, for the "
+                        "README's generated sources table.")
     licence: Licence
     citation: Citation
     time: TimeSemantics
