@@ -1,6 +1,7 @@
-"""BurstGPT (github.com/HPMLL/BurstGPT): request logs of a regional Azure OpenAI GPT provider.
+"""BurstGPT (github.com/HPMLL/BurstGPT), request logs of a regional Azure OpenAI GPT provider:
+the ``burstgpt-csv`` reader and the ``burstgpt`` writer.
 
-Two layouts, both read by header name:
+Reader: two layouts, both read by header name:
 
 * 6 columns (``BurstGPT_1/2`` and ``without_fails_1/2``):
   ``Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type``
@@ -15,16 +16,14 @@ failed request (kept, ``failed = true``). ``Total tokens`` must equal Request + 
 not stored. Whatever a writer could not rebuild from the unified columns (an unusual spelling
 of a number, an unknown ``Log Type``, unknown columns) is kept verbatim in ``extra``.
 
-Writer: unified trace -> BurstGPT release CSV, in the layout the trace came in.
-
-A trace read from a BurstGPT file is written back with its own header (column order, unknown
-columns), number spellings (``5`` / ``5.0``), line ends and final newline, and the raw values
-its reader kept in ``extra``, so a release file comes back byte for byte. Any other trace gets
-the 6-column release order (``Timestamp,Model,Request tokens,Response tokens,Total tokens,
-Log Type``), which vLLM's position-based reader expects, or the 8-column ``BurstGPT_3`` order
-when it has sessions or latencies. ``Timestamp`` is ``arrival_us / 1e6`` on the trace's own
-axis (BurstGPT times are relative), ``Total tokens`` is Request + Response, and a failed request
-is written with ``Response tokens`` 0, the only way BurstGPT marks a failure.
+Writer: unified trace -> BurstGPT release CSV, in the layout the trace came in. A trace read
+from a BurstGPT file is written back with its own header (column order, unknown columns),
+number spellings (``5`` / ``5.0``), line ends and final newline, and the raw values its reader
+kept in ``extra``, so a release file comes back byte for byte. Any other trace gets the
+6-column release order, which vLLM's position-based reader expects, or the 8-column
+``BurstGPT_3`` order when it has sessions or latencies. ``Timestamp`` is ``arrival_us / 1e6`` on
+the trace's own axis (BurstGPT times are relative), ``Total tokens`` is Request + Response, and
+a failed request is written with ``Response tokens`` 0, the only way BurstGPT marks a failure.
 """
 
 from __future__ import annotations

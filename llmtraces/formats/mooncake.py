@@ -81,7 +81,7 @@ class MooncakeJSONL(NativeFormat):
 
     def sniff(self, first_line: str) -> bool:
         keys = first_record_keys(first_line)
-        # Float timestamps are seconds (vLLM timed_trace): see sources/timed_trace.py.
+        # Float timestamps are seconds (vLLM timed_trace): see formats/timed_trace.py.
         return (keys is not None and set(REQUIRED) <= keys and "chat_id" not in keys
                 and not timestamp_is_float(first_line))
 

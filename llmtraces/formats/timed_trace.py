@@ -1,32 +1,31 @@
-"""Seconds-based request JSONL of the replay tools: vLLM ``timed_trace`` and GuideLLM
-``trace_synthetic`` (what ``--to vllm-timed-trace`` and ``--to guidellm`` write).
+"""Seconds-based request JSONL of the replay tools, vLLM ``timed_trace`` and GuideLLM
+``trace_synthetic``: the ``vllm-timed-trace-jsonl`` and ``guidellm-trace-jsonl`` readers and the
+``vllm-timed-trace`` and ``guidellm`` writers.
 
-Both are one object per request with ``timestamp``, ``input_length`` and ``output_length``;
-vLLM's also has ``hash_ids``. A first record whose ``timestamp`` is written as a float
-(``0.0``) is read as **seconds**, as vLLM reads it with its default
+Readers: both layouts are one object per request with ``timestamp``, ``input_length`` and
+``output_length``; vLLM's also has ``hash_ids``. A first record whose ``timestamp`` is written as
+a float (``0.0``) is read as **seconds**, as vLLM reads it with its default
 ``--timed-trace-sec-multiplier 1`` and GuideLLM always does; one with an integer timestamp is
 Mooncake's milliseconds (``mooncake-jsonl``), and one without ``hash_ids`` and with an integer
 timestamp is left unrecognised rather than guessed. ``hash_ids`` of a vLLM file are taken to be
 over vLLM's default 16-token chunks (``--timed-trace-chunk-hash-size``); a row whose id count is
 not ``ceil(input_length / 16)`` gets a warning. Other keys are kept in ``extra``.
 
-Writer: unified trace -> the JSONL that ``vllm bench serve --dataset-name timed_trace`` replays.
-
-One object per request: ``timestamp`` (float seconds on the trace's own axis,
-``arrival_us / 1e6``, the shortest text that gives it back), ``input_length``,
+Writer ``vllm-timed-trace``: unified trace -> the JSONL that ``vllm bench serve --dataset-name
+timed_trace`` replays. One object per request: ``timestamp`` (float seconds on the trace's own
+axis, ``arrival_us / 1e6``, the shortest text that gives it back), ``input_length``,
 ``output_length`` and ``hash_ids`` over 16-token blocks, with ``len(hash_ids) ==
 ceil(input_length / 16)``. These are vLLM's defaults (``--timed-trace-sec-multiplier 1``,
 ``--timed-trace-chunk-hash-size 16``, labels ``timestamp``/``input_length``/``output_length``/
 ``hash_ids``), so the file replays with no timed-trace option at all. vLLM builds each prompt
 from ``chunk`` tokens per hash id and stops when the ids run out, so ids must cover the whole
 input; it rebases times to the first row and refuses timestamps that go backwards, so a trace
-whose arrivals are not sorted is refused here, with the first offending request named.
-Hash ids are kept where the trace has 16-token ids, else made by
+whose arrivals are not sorted is refused here, with the first offending request named. Hash ids
+are kept where the trace has 16-token ids, else made by
 :class:`~llmtraces.formats.mooncake.BlockIds` (from 512-token ids, token ids, or unique).
 
-Writer: unified trace -> the JSONL GuideLLM's ``trace_synthetic`` data kind replays.
-
-One object per request: ``timestamp`` (float seconds on the trace's own axis,
+Writer ``guidellm``: unified trace -> the JSONL GuideLLM's ``trace_synthetic`` data kind
+replays. One object per request: ``timestamp`` (float seconds on the trace's own axis,
 ``arrival_us / 1e6``), ``input_length`` and ``output_length``: GuideLLM's default column names
 (``timestamp_column``, ``prompt_tokens_column``, ``output_tokens_column``). GuideLLM sorts the
 rows by timestamp, replays each at its offset from the earliest, in seconds, and synthesises a
@@ -66,6 +65,7 @@ from .mooncake import HashIdColumn, required
 
 # --- reading -------------------------------------------------------------------------------------
 
+#: tokens per hash id: vLLM's default ``--timed-trace-chunk-hash-size`` (read and written).
 VLLM_BLOCK_TOKENS = 16
 BASE = ("timestamp", "input_length", "output_length")
 SECONDS = TimeSemantics(
@@ -141,10 +141,9 @@ class GuideLLMTraceJSONL(NativeFormat):
 FORMATS = (VllmTimedTraceJSONL(), GuideLLMTraceJSONL())
 
 
-# --- writing -------------------------------------------------------------------------------------
+# --- writing: vLLM timed_trace -------------------------------------------------------------------
 
-BLOCK_TOKENS = 16
-VLLM_FORMAT = "vllm-timed-trace-jsonl"
+VLLM_FORMAT = VllmTimedTraceJSONL.name
 VLLM_KEYS = ("timestamp", "input_length", "output_length", "hash_ids")
 
 
@@ -164,7 +163,7 @@ def sorted_arrivals(batch: pa.RecordBatch, last: int | None, fmt: str) -> list[i
 
 def write_vllm(stream: TraceStream, dest: Path) -> int:
     """Write the stream as vLLM timed_trace JSONL at ``dest``, atomically."""
-    hash_ids = HashIdColumn(BLOCK_TOKENS, exact_length=True)
+    hash_ids = HashIdColumn(VLLM_BLOCK_TOKENS, exact_length=True)
     last: list[int | None] = [None]
 
     def records(batch: pa.RecordBatch, layout: dict[str, Any]) -> list[dict[str, Any]]:
@@ -180,13 +179,13 @@ def write_vllm(stream: TraceStream, dest: Path) -> int:
     return write_jsonl(stream, dest, VLLM_FORMAT, records)
 
 
-VLLM_WRITER = Writer("vllm-timed-trace", ".jsonl", "vLLM bench serve timed_trace JSONL (timestamp s, "
-                "input_length, output_length, 16-token hash_ids)", write_vllm)
+VLLM_WRITER = Writer("vllm-timed-trace", ".jsonl", "vLLM bench serve timed_trace JSONL "
+                     "(timestamp s, input_length, output_length, 16-token hash_ids)", write_vllm)
 
 
-# --- writing -------------------------------------------------------------------------------------
+# --- writing: GuideLLM trace_synthetic -----------------------------------------------------------
 
-GUIDELLM_FORMAT = "guidellm-trace-jsonl"
+GUIDELLM_FORMAT = GuideLLMTraceJSONL.name
 GUIDELLM_KEYS = ("timestamp", "input_length", "output_length")
 
 
@@ -204,6 +203,6 @@ def write_guidellm(stream: TraceStream, dest: Path) -> int:
 
 
 GUIDELLM_WRITER = Writer("guidellm", ".jsonl", "GuideLLM trace_synthetic JSONL (timestamp s, "
-                "input_length, output_length)", write_guidellm)
+                         "input_length, output_length)", write_guidellm)
 
 WRITERS = (VLLM_WRITER, GUIDELLM_WRITER)

@@ -1,6 +1,8 @@
-"""The unified schema as text (CSV, JSONL): shared pieces of its writers and readers.
+"""The unified schema as text, written by llmtraces (``--to csv`` / ``--to jsonl``) and read
+back: the ``llmtraces-csv`` and ``llmtraces-jsonl`` readers and the ``csv`` and ``jsonl``
+writers.
 
-CSV and JSONL have no room for the trace metadata, so it travels in a sidecar
+Metadata: CSV and JSONL have no room for the trace metadata, so it travels in a sidecar
 ``<file>.meta.json`` beside the file: ``{"format", "file", "rows", "trace"}``, where ``trace``
 is the metadata a unified Parquet file would carry. The sidecar is written atomically, after
 the data and before the data file is renamed into place, so a complete data file always has
@@ -9,29 +11,21 @@ time semantics and origin, licence, citation, tokenizer); the provenance of the 
 (``native_file``, ``native_format``, checksums) stays that of the CSV/JSONL file, and the
 original provenance moves to ``derived_from``.
 
-The unified schema written as text by llmtraces (``--to csv`` / ``--to jsonl``), read back.
+Readers: a file is recognised by its first line: the exact unified header for CSV, a first
+record whose keys are exactly the unified columns for JSONL. Every value is checked against the
+schema (types, nulls, minimums, int32 ranges) and reported with its line. Columns are taken as
+they are, ``request_id`` and ``source_row`` included, since the file is the unified trace itself.
 
-A file is recognised by its first line: the exact unified header for CSV, a first record whose
-keys are exactly the unified columns for JSONL. Every value is checked against the schema
-(types, nulls, minimums, int32 ranges) and reported with its line. Columns are taken as they
-are, ``request_id`` and ``source_row`` included, since the file is the unified trace itself.
-The metadata sidecar ``<file>.meta.json`` is read when present (:mod:`..formats._unified`).
+Writer ``csv``: every column of the unified schema, one row per request. The header is the
+schema's column names in order. Integers are written as digits, booleans as ``true``/``false``,
+lists as compact JSON arrays (``"[1,2,3]"``, quoted since they hold commas), strings as they
+are (quoted where they hold ``,``, ``"`` or a line end). A null is an empty cell; an empty
+string is ``""``, so the two stay apart. LF line ends, final newline.
 
-Writer: unified trace -> CSV with every column of the unified schema, one row per request.
-
-The header is the schema's column names in order. Integers are written as digits, booleans as
-``true``/``false``, lists as compact JSON arrays (``"[1,2,3]"``, quoted since they hold
-commas), strings as they are (quoted where they hold ``,``, ``"`` or a line end). A null is an
-empty cell; an empty string is ``""``, so the two stay apart. LF line ends, final newline.
-The trace metadata goes to ``<file>.meta.json`` (see :mod:`._unified`); the ``llmtraces-csv``
-reader reads both back.
-
-Writer: unified trace -> JSON Lines with every column of the unified schema, one object per request.
-
-Each line is an object with every column as a key, in schema order (``json.dumps`` default
-separators, UTF-8 kept as is), nulls as ``null``, lists as arrays, ``extra`` as the JSON text it
-holds; every line validates against ``schemas/trace.schema.json``. The trace metadata goes to
-``<file>.meta.json`` (see :mod:`._unified`); the ``llmtraces-jsonl`` reader reads both back.
+Writer ``jsonl``: every column of the unified schema, one object per request, with every column
+as a key, in schema order (``json.dumps`` default separators, UTF-8 kept as is), nulls as
+``null``, lists as arrays, ``extra`` as the JSON text it holds; every line validates against
+``schemas/trace.schema.json``.
 """
 
 from __future__ import annotations
@@ -56,7 +50,7 @@ from ..text.jsonl import JsonBlock, Key, first_record_keys, iter_jsonl, show
 from ..timing import TimeSemantics
 from . import NativeFormat, Writer
 
-# --- shared by the reader and the writers --------------------------------------------------------
+# --- the metadata sidecar (readers and writers) -------------------------------------------------
 
 SIDECAR_SUFFIX = ".meta.json"
 CSV_FORMAT = "llmtraces-csv"
@@ -205,7 +199,7 @@ def _order(rows: _Rows, arrival: pa.Array, last: int | None) -> int | None:
     return valid[-1].as_py() if len(valid) else last
 
 
-# --- CSV ---------------------------------------------------------------------------------------
+# --- reading: CSV ------------------------------------------------------------------------------
 
 _INT_TEXT = r"^-?[0-9]{1,18}$"
 
@@ -279,9 +273,11 @@ class UnifiedCSV(NativeFormat):
         _check_rows(ctx, doc, rows)
 
 
-# --- JSONL -------------------------------------------------------------------------------------
+# --- reading: JSONL ----------------------------------------------------------------------------
+
 
 def _kind(t: pa.DataType) -> Any:
+    """The :class:`Key` kind that reads a unified column of type ``t`` from JSON."""
     if pa.types.is_boolean(t):
         return "bool"
     if pa.types.is_integer(t):
@@ -330,7 +326,8 @@ def _unknown_keys(ctx: ReadContext, block: JsonBlock) -> None:
 FORMATS = (UnifiedCSV(), UnifiedJSONL())
 
 
-# --- writing -------------------------------------------------------------------------------------
+# --- writing: CSV ------------------------------------------------------------------------------
+
 
 def _list_text(col: pa.Array) -> pa.Array:
     """A list column as compact JSON arrays (null stays null)."""
@@ -385,11 +382,12 @@ def write_csv(stream: TraceStream, dest: Path) -> int:
     return rows
 
 
-CSV_WRITER = Writer("csv", ".csv", "the unified schema as CSV (every column; lists as JSON arrays; "
-                "metadata in <file>.meta.json)", write_csv)
+CSV_WRITER = Writer("csv", ".csv", "the unified schema as CSV (every column; lists as JSON "
+                    "arrays; metadata in <file>.meta.json)", write_csv)
 
 
-# --- writing -------------------------------------------------------------------------------------
+# --- writing: JSONL ----------------------------------------------------------------------------
+
 
 def write_jsonl_file(stream: TraceStream, dest: Path) -> int:
     """Write the stream as unified JSONL at ``dest`` (and its metadata sidecar), atomically."""
@@ -408,7 +406,7 @@ def write_jsonl_file(stream: TraceStream, dest: Path) -> int:
     return rows
 
 
-JSONL_WRITER = Writer("jsonl", ".jsonl", "the unified schema as JSON Lines (every column; metadata in "
-                "<file>.meta.json)", write_jsonl_file)
+JSONL_WRITER = Writer("jsonl", ".jsonl", "the unified schema as JSON Lines (every column; "
+                      "metadata in <file>.meta.json)", write_jsonl_file)
 
 WRITERS = (CSV_WRITER, JSONL_WRITER)
