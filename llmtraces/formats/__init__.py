@@ -1,9 +1,9 @@
 """Trace formats: one module per format family, holding its reader and its writer.
 
 A module exports ``FORMATS`` (native readers: :class:`NativeFormat`, recognised from a file's
-first line or Parquet schema) and/or ``WRITER`` / ``WRITERS`` (export formats: :class:`Writer`). Modules
-are discovered at run time (``_``-prefixed ones are helpers), so adding a format is adding a
-module.
+first line or Parquet schema) and/or ``WRITER`` / ``WRITERS`` (export formats:
+:class:`Writer`). Modules are discovered at run time (``_``-prefixed ones are helpers), so
+adding a format is adding a module.
 """
 
 from __future__ import annotations

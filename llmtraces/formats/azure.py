@@ -1,17 +1,17 @@
-"""Azure public inference traces (github.com/Azure/AzurePublicDataset): one CSV per trace.
+"""Azure public inference traces (github.com/Azure/AzurePublicDataset), one CSV per trace: the
+``azure-csv`` reader and the ``azure`` writer.
 
-``TIMESTAMP,ContextTokens,GeneratedTokens`` (LLM 2023 and 2024) and
+Reader: ``TIMESTAMP,ContextTokens,GeneratedTokens`` (LLM 2023 and 2024) and
 ``TIMESTAMP,NumImages,ContextTokens,GeneratedTokens`` (LMM 2025, gzip). Columns are read by
 name. TIMESTAMP is an absolute wall-clock instant; the first row's instant is the time origin
-(``arrival_us = 0``) and is kept in the trace metadata. Quirks handled here: 7 fractional
-digits (100 ns, 2023), ``+00:00`` with the fraction omitted when zero (2024), ``T``/``Z`` (2025),
-CRLF and no final newline (2023). Azure marks no failures, models or sessions: those stay null.
+(``arrival_us = 0``) and is kept in the trace metadata. Quirks handled here: 7 fractional digits
+(100 ns, 2023), ``+00:00`` with the fraction omitted when zero (2024), ``T``/``Z`` (2025), CRLF
+and no final newline (2023). Azure marks no failures, models or sessions: those stay null.
 
-Writer: unified trace -> Azure inference trace CSV, in the layout the trace came in.
-
-Writes ``TIMESTAMP,ContextTokens,GeneratedTokens`` (plus ``NumImages`` for multimodal traces)
-with absolute timestamps rebuilt from ``time_origin + arrival_us``. A trace read from an Azure
-file keeps its header, timestamp style (7 digits / ``+00:00`` / ``T…Z``), line ends and final
+Writer: unified trace -> Azure inference trace CSV, in the layout the trace came in. It writes
+``TIMESTAMP,ContextTokens,GeneratedTokens`` (plus ``NumImages`` for multimodal traces) with
+absolute timestamps rebuilt from ``time_origin + arrival_us``. A trace read from an Azure file
+keeps its header, timestamp style (7 digits / ``+00:00`` / ``T…Z``), line ends and final
 newline, so the Azure 2023 files come back byte for byte. Timestamps that had digits finer than
 a microsecond are written from their raw value in ``extra``. Other traces get the 2023 style.
 """

@@ -1,7 +1,8 @@
-"""Qwen/Bailian KVCache traces (github.com/alibaba-edu/qwen-bailian-usagetraces-anon): JSONL.
+"""Qwen/Bailian KVCache traces (github.com/alibaba-edu/qwen-bailian-usagetraces-anon), JSONL: the
+``bailian-jsonl`` reader and the ``bailian`` writer.
 
-One object per request: ``chat_id``, ``parent_chat_id`` (-1 for a root), ``timestamp`` (float
-seconds since the start of the trace), ``input_length``, ``output_length``, ``type``
+Reader: one object per request: ``chat_id``, ``parent_chat_id`` (-1 for a root), ``timestamp``
+(float seconds since the start of the trace), ``input_length``, ``output_length``, ``type``
 (text/search/image/file), ``turn`` and ``hash_ids`` (salted SipHash over 16-token blocks,
 remapped to integers). Each row is a whole request: a follow-up's ``input_length`` and
 ``hash_ids`` include the history.
@@ -18,10 +19,9 @@ are kept in ``extra`` so the bailian writer gives them back exactly.
 Memory: linking needs a chat_id -> request_id map over the whole file (ints only, about 100
 bytes per row: ~17 MB for the 172,800-row traceB) plus 8 bytes per row for the session roots.
 
-Writer: unified trace -> Qwen/Bailian trace JSONL, the layout aiperf's ``bailian_trace`` loader reads.
-
-One object per request: ``chat_id``, ``parent_chat_id`` (-1 for a root), ``timestamp`` (float
-seconds since the trace start, the shortest text that gives ``arrival_us / 1e6`` back),
+Writer: unified trace -> Qwen/Bailian trace JSONL, the layout aiperf's ``bailian_trace`` loader
+reads. One object per request: ``chat_id``, ``parent_chat_id`` (-1 for a root), ``timestamp``
+(float seconds since the trace start, the shortest text that gives ``arrival_us / 1e6`` back),
 ``input_length``, ``output_length``, ``type``, ``turn`` and ``hash_ids`` over 16-token blocks.
 
 A trace read from a Bailian file keeps its chat ids (from ``extra``), raw sub-µs timestamps,

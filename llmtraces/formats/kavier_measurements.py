@@ -1,6 +1,8 @@
-"""Kavier traces (AtLarge Tracer ``data/surf_traces/``): latency sweeps and GPU samples.
+"""Kavier traces (AtLarge Tracer ``data/surf_traces/``), latency sweeps and GPU samples: the
+``kavier-measurements-csv`` and ``kavier-performance-csv`` readers and the
+``kavier-measurements`` writer.
 
-``kavier-measurements-csv`` reads ``raw_{prefill,decode}.csv``. Each row is one measured
+Reader ``kavier-measurements-csv``: ``raw_{prefill,decode}.csv``. Each row is one measured
 completion on SURF (NVIDIA A10, vLLM 0.9.0, Llama-3-8B), not a request of a production stream:
 there are no arrival times, so ``arrival_us`` stays null. Two layouts share one format and
 differ in the fifth column:
@@ -17,7 +19,7 @@ differ in the fifth column:
 without the file's leading space. Every other field (and any text the writer would not rebuild
 byte for byte: the raw ``llm``, ``7.270``) goes to ``extra`` verbatim.
 
-``kavier-performance-csv`` reads ``performance_tracing.csv``: nvidia-smi utilisation samples
+Reader ``kavier-performance-csv``: ``performance_tracing.csv``, nvidia-smi utilisation samples
 (``timestamp,prompt_id,input_tokens,output_tokens,size,util_gpu,util_mem``, CRLF), taken every
 ~100 ms while Tracer sent prompts one at a time. One unified row per **sample**, not per
 request: ``arrival_us`` is the sample's time since the first sample (the timestamps carry no
@@ -25,9 +27,8 @@ zone; they are read as UTC+02:00, see :data:`PERFORMANCE_TIME`), ``input_tokens`
 ``output_tokens`` are the counts of the prompt the sample is labelled with, and ``prompt_id``,
 ``size``, ``util_gpu`` and ``util_mem`` stay in ``extra`` verbatim.
 
-Writer: unified trace -> Kavier (AtLarge Tracer) measurement CSV, in the layout it came in.
-
-Two Tracer layouts come back byte for byte (header, line ends, final newline or not, and every
+Writer: unified trace -> Kavier (AtLarge Tracer) measurement CSV, in the layout it came in. Two
+Tracer layouts come back byte for byte (header, line ends, final newline or not, and every
 verbatim value kept in ``extra``):
 
 * a latency sweep (``raw_prefill.csv`` / ``raw_decode.csv``): latency spelling, the ``llm``

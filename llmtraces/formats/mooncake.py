@@ -1,17 +1,17 @@
-"""Mooncake traces (github.com/kvcache-ai/Mooncake, FAST'25 release and the arXiv trace): JSONL.
+"""Mooncake traces (github.com/kvcache-ai/Mooncake, FAST'25 release and the arXiv trace), JSONL:
+the ``mooncake-jsonl`` reader and the ``mooncake`` writer.
 
-One object per line, ``{"timestamp": ms, "input_length": n, "output_length": n, "hash_ids":
-[...]}`` in that key order with ``json.dumps``'s default separators. ``timestamp`` is integer
-milliseconds since the start of the trace; ``hash_ids`` are remapped prefix-block hashes over
-512-token blocks, and on every published row ``len(hash_ids) == ceil(input_length / 512)``
-(a mismatch is an error here; dynamo's docs write ``input_length // 512``, which is off by one
-for partial blocks). An optional ``session_id`` (aiperf's Mooncake reader accepts one) maps to
-``session_id``; any other key goes to ``extra``. Mooncake publishes no sessions, models or
-failures.
+Reader: one object per line, ``{"timestamp": ms, "input_length": n, "output_length": n,
+"hash_ids": [...]}`` in that key order with ``json.dumps``'s default separators.
+``timestamp`` is integer milliseconds since the start of the trace; ``hash_ids`` are remapped
+prefix-block hashes over 512-token blocks, and on every published row ``len(hash_ids) ==
+ceil(input_length / 512)`` (a mismatch is an error here; dynamo's docs write
+``input_length // 512``, which is off by one for partial blocks). An optional ``session_id``
+(aiperf's Mooncake reader accepts one) maps to ``session_id``; any other key goes to ``extra``.
+Mooncake publishes no sessions, models or failures.
 
-Writer: unified trace -> Mooncake trace JSONL, the layout aiperf, dynamo and sglang replay.
-
-One object per request: ``timestamp`` (integer ms since the trace start: ``arrival_us // 1000``,
+Writer: unified trace -> Mooncake trace JSONL, the layout aiperf, dynamo and sglang replay. One
+object per request: ``timestamp`` (integer ms since the trace start: ``arrival_us // 1000``,
 floored), ``input_length``, ``output_length``, ``hash_ids`` over 512-token blocks, and
 ``session_id`` on rows that have one. A trace read from a Mooncake file keeps its key order,
 separators, extra keys and final newline, so the published files come back byte for byte.

@@ -1,5 +1,7 @@
-"""splitwise-sim request traces (github.com/Mutinifni/splitwise-sim, ``traces/*.csv``).
+"""splitwise-sim request traces (github.com/Mutinifni/splitwise-sim, ``traces/*.csv``): the
+``splitwise-csv`` reader and the ``splitwise`` writer.
 
+Reader: the columns are
 ``request_id,request_type,application_id,arrival_timestamp,batch_size,prompt_size,token_size``,
 as ``generate_trace.py`` writes them with pandas: ``arrival_timestamp`` is float64 seconds of
 simulated time (a cumulative sum of exponential gaps, so the first request arrives after one
@@ -8,12 +10,10 @@ gap, not at 0), in full float repr (``0.017063564378759746``); the shipped toy
 request, the only kind the simulator runs. The four id columns go to ``extra`` as their exact
 text, so the writer gives them back unchanged.
 
-Writer: unified trace -> splitwise-sim request trace CSV, in the layout the trace came in.
-
-Writes ``request_id,request_type,application_id,arrival_timestamp,batch_size,prompt_size,
-token_size``. A trace read from a splitwise-sim file gets its id columns back from ``extra``
-and its seconds in their own digits, so the file comes back byte for byte. Any other trace
-gets ``request_id`` = the unified request_id, ``request_type`` 2 (generative LLM),
+Writer: unified trace -> splitwise-sim request trace CSV with the same columns, in the layout
+the trace came in. A trace read from a splitwise-sim file gets its id columns back from
+``extra`` and its seconds in their own digits, so the file comes back byte for byte. Any other
+trace gets ``request_id`` = the unified request_id, ``request_type`` 2 (generative LLM),
 ``application_id`` 0, ``batch_size`` 1 and ``arrival_us`` as seconds with 6 decimals: the
 simulator's clock starts at 0, as the unified arrivals do, so nothing is shifted.
 """

@@ -1,28 +1,28 @@
-"""vidur's processed traces (microsoft/vidur ``data/processed_traces/``): two CSV layouts.
+"""vidur's processed traces (microsoft/vidur ``data/processed_traces/``), two CSV layouts: the
+``vidur-csv`` and ``vidur-lengths-csv`` readers and the ``vidur`` writer.
 
-``arrived_at,num_prefill_tokens,num_decode_tokens`` (``splitwise_{code,conv}.csv``) is the
-Azure LLM 2023 trace re-expressed: ``arrived_at`` is seconds since the first request, written
-by pandas as the float64 ``float(whole seconds) + microseconds / 1e6``, so the text carries
-float noise (``5.8926549999999995`` is 5,892,655 µs). Request-length traces
+Readers: ``arrived_at,num_prefill_tokens,num_decode_tokens`` (``splitwise_{code,conv}.csv``) is
+the Azure LLM 2023 trace re-expressed: ``arrived_at`` is seconds since the first request,
+written by pandas as the float64 ``float(whole seconds) + microseconds / 1e6``, so the text
+carries float noise (``5.8926549999999995`` is 5,892,655 µs). Request-length traces
 (``arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv``:
-``num_prefill_tokens,num_decode_tokens,num_total_tokens,pd_ratio``) have no arrival times:
-vidur samples lengths from them and makes up arrivals itself, so ``arrival_us`` stays null.
+``num_prefill_tokens,num_decode_tokens,num_total_tokens,pd_ratio``) have no arrival times: vidur
+samples lengths from them and makes up arrivals itself, so ``arrival_us`` stays null.
 
 The reader here (:func:`read_seconds_csv`) and the seconds styles are shared with the
-splitwise-sim reader and the two writers: seconds are parsed by :mod:`._seconds` from their
+splitwise-sim reader and the two writers: seconds are parsed by :mod:`..text.seconds` from their
 decimal text (never through a float) and rounded to the nearest µs, ties half up; a file's way
 of writing them is recorded so that a writer gives back the same digits, and any value it would
 not give back is kept verbatim in ``extra``.
 
-Writer: unified trace -> vidur processed-trace CSV, in the layout the trace came in.
-
-Writes ``arrived_at,num_prefill_tokens,num_decode_tokens``. A trace read from a vidur file keeps
-its header, extra columns, line ends and the way it wrote seconds (vidur's float64 repr,
+Writer: unified trace -> vidur processed-trace CSV, in the layout the trace came in. It writes
+``arrived_at,num_prefill_tokens,num_decode_tokens``. A trace read from a vidur file keeps its
+header, extra columns, line ends and the way it wrote seconds (vidur's float64 repr,
 ``5.8926549999999995`` included), so the file comes back byte for byte. Any other trace gets
-seconds with 6 decimals counted from its first row, as vidur counts them; a trace with no
-timing at all (``time.kind == "none"``) gets vidur's request-length layout
-``num_prefill_tokens,num_decode_tokens``. The CSV engine (:mod:`._csvwrite`) is shared with the
-splitwise-sim writer.
+seconds with 6 decimals counted from its first row, as vidur counts them; a trace with no timing
+at all (``time.kind == "none"``) gets vidur's request-length layout
+``num_prefill_tokens,num_decode_tokens``. The CSV engine (:mod:`..text.csvwrite`) is shared with
+the splitwise-sim writer.
 """
 
 from __future__ import annotations
