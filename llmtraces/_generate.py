@@ -81,19 +81,26 @@ def _checksums(f: FileEntry | Member) -> str:
     return "<br>".join(p for p in pins if p) or "none pinned"
 
 
-def _url(f: FileEntry) -> str:
+def _file(f: FileEntry) -> str:
+    """The file's name, linked to where it is fetched from."""
     if f.zenodo is not None:
-        return f"Zenodo record {f.zenodo.record}, `{f.zenodo.key}`"
+        return f"`{f.name}` (Zenodo record {f.zenodo.record})"
     if f.hf is not None:
-        return f"Hub `{f.hf.repo}`, `{f.hf.path}`"
+        return f"`{f.name}` (Hub `{f.hf.repo}`, `{f.hf.path}`)"
     if f.gdrive is not None:
-        return f"Google Drive file `{f.gdrive.id}`"
-    return f.url
+        return f"`{f.name}` (Google Drive file `{f.gdrive.id}`)"
+    return f"[`{f.name}`]({f.url})"
+
+
+def _known(f: FileEntry) -> str:
+    if f.unverified:
+        return f"**unverified**: {f.unverified}"
+    return f.provenance or ""
 
 
 def files_table(source: Source) -> str:
     """A source's pinned files (traces, then archives) as its docs page shows them."""
-    rows = ["| trace | file | bytes | checksums | data rows | from |",
+    rows = ["| trace | file | bytes | checksums | data rows | how the pins are known |",
             "|---|---|---:|---|---:|---|"]
 
     def num(n: int | None) -> str:
@@ -102,16 +109,16 @@ def files_table(source: Source) -> str:
     for tid, tr in source.traces.items():
         if tr.member is not None:
             m = tr.member
-            rows.append(f"| `{tid}` | `{m.path}` | {num(m.size)} | {_checksums(m)} | "
-                        f"{num(m.rows)} | archive `{m.archive}` |")
+            rows.append(f"| `{tid}` | `{m.path}` in archive `{m.archive}` | {num(m.size)} | "
+                        f"{_checksums(m)} | {num(m.rows)} | |")
             continue
         assert tr.file is not None
         f = tr.file
-        rows.append(f"| `{tid}` | `{f.name}` | {num(f.size)} | {_checksums(f)} | {num(f.rows)} "
-                    f"| {_url(f)} |")
+        rows.append(f"| `{tid}` | {_file(f)} | {num(f.size)} | {_checksums(f)} | {num(f.rows)} "
+                    f"| {_known(f)} |")
     for key, f in source.archives.items():
-        rows.append(f"| archive `{key}` | `{f.name}` | {num(f.size)} | {_checksums(f)} | | "
-                    f"{_url(f)} |")
+        rows.append(f"| archive `{key}` | {_file(f)} | {num(f.size)} | {_checksums(f)} | | "
+                    f"{_known(f)} |")
     if len(rows) == 2 and source.discover is not None:
         return (f"No file is pinned in the registry: `llmtraces fetch {source.id}` reads the "
                 f"list from Zenodo record {source.discover.zenodo} and checks each file "

@@ -1,4 +1,19 @@
-"""Where things live: the cache home, its layout, and the files shipped inside the package."""
+"""Where things live: the cache home, its whole layout, and the files shipped in the package.
+
+The cache, under :func:`home` (``$LLMTRACES_HOME`` or the user cache folder)::
+
+    raw/<source-id>/<file>              a verified native file (or archive)
+    raw/<source-id>/<file>.verified     its stamp: size, mtime and the pin it was checked against
+    raw/<source-id>/<file>.part         a download in progress (resumed with Range)
+    raw/<source-id>/<file>.lock         the lock one download holds
+    raw/<source-id>/<file>.rejected     bytes that failed their check, kept for a look
+    raw/<source-id>/.listing.json       a host's saved file list (``[discover]`` sources)
+    raw/<source-id>/.members-*/         scratch for one archive member at a time
+    parquet/source=<id>/trace=<trace>/part-0.parquet   a converted trace (Hive layout)
+    tokenizers/hf/<repo>/<revision>/    tokenizer files fetched from the Hub
+
+Every module asks here rather than joining names itself.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +51,40 @@ def converted_path(source_id: str, trace_id: str, root: Path,
     ``<root>/parquet``), i.e. ``source=<id>/trace=<trace>/part-0.parquet``."""
     base = dataset if dataset is not None else parquet_root(root)
     return base / f"source={source_id}" / f"trace={trace_id}" / "part-0.parquet"
+
+
+def stamp_path(dest: Path) -> Path:
+    """The verification stamp beside a cached file."""
+    return dest.with_name(dest.name + ".verified")
+
+
+def part_path(dest: Path) -> Path:
+    """Where a download of ``dest`` lands until it is checked."""
+    return dest.with_name(dest.name + ".part")
+
+
+def lock_path(dest: Path) -> Path:
+    """The lock file one download of ``dest`` holds (across threads and processes)."""
+    return dest.with_name(dest.name + ".lock")
+
+
+def rejected_path(part: Path) -> Path:
+    """Where the bytes of a failed download are kept aside."""
+    return part.with_name(part.name.removesuffix(".part") + ".rejected")
+
+
+def listing_path(source_id: str, root: Path) -> Path:
+    """A ``[discover]`` source's saved host file list."""
+    return raw_dir(source_id, root) / ".listing.json"
+
+
+#: Prefix of the scratch folders archive members are extracted into, inside ``raw_dir``.
+MEMBERS_PREFIX = ".members-"
+
+
+def tokenizer_dir(repo: str, revision: str, root: Path) -> Path:
+    """Where a Hub tokenizer's files are cached."""
+    return root / "tokenizers" / "hf" / repo.replace("/", "--") / revision.replace("/", "--")
 
 
 def _packaged(name: str, repo_name: str) -> Path:

@@ -99,6 +99,9 @@ class FileEntry(_Strict):
     hf: HFRef | None = Field(
         default=None, description="Resolve this Hugging Face Hub file at fetch time: its size "
         "and sha256 from the Hub's tree API, the download with the user's token.")
+    provenance: str | None = Field(
+        default=None, description="Where the size and checksums were read (the upstream "
+        "release, a Git LFS pointer, third parties), shown in the docs' Files tables.")
     unverified: str | None = Field(
         default=None, description="Why no checksum is pinned (none published yet); downloads "
         "are then checked by size only, with a warning. `llmtraces registry update-hashes` "

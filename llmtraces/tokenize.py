@@ -44,7 +44,7 @@ from .atomic import atomic_path
 from .errors import LLMTracesError
 from .fetching.backends.hf import endpoint, token
 from .fetching.download import Settings, env_offline, http_session
-from .paths import home
+from .paths import home, tokenizer_dir
 
 DEFAULT_TOKENIZER = "o200k_base"
 
@@ -307,7 +307,7 @@ class TokenizersCounter(TokenCounter):
 def _hub_tokenizer(repo: str, revision: str) -> tuple[bytes, str | None]:
     """``tokenizer.json`` of a Hub model (bytes, commit), downloaded with the user's token,
     or read from ``<home>/tokenizers/`` when offline."""
-    folder = home() / "tokenizers" / "hf" / repo.replace("/", "--") / revision.replace("/", "--")
+    folder = tokenizer_dir(repo, revision, home())
     cached, commit_file = folder / "tokenizer.json", folder / "commit"
     if env_offline():
         if not cached.is_file():

@@ -20,13 +20,12 @@ import requests
 
 from ..atomic import atomic_path
 from ..errors import LLMTracesError
-from ..paths import raw_dir
+from ..paths import listing_path, raw_dir
 from ..registry import FileEntry, Member, Source, Trace, ZenodoRef
 from .archive import is_archive, list_members
 from .backends import zenodo
 from .stamps import is_cached
 
-LISTING = ".listing.json"
 #: Files that hold one trace each (compressed forms included).
 DATA_SUFFIXES = (".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".parquet")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -43,17 +42,12 @@ def trace_id_for(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "file"
 
 
-def listing_path(source: Source, root: Path) -> Path:
-    """Where the host's file list of ``source`` is kept in the cache."""
-    return raw_dir(source.id, root) / LISTING
-
-
 def refresh_listing(source: Source, root: Path, session: requests.Session,
                     timeout: float) -> list[dict[str, Any]]:
     """Ask the host for the source's file list and keep it in the cache (atomically)."""
     assert source.discover is not None
     files = zenodo.record_files(session, source.discover.zenodo, timeout)
-    path = listing_path(source, root)
+    path = listing_path(source.id, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"zenodo": source.discover.zenodo, "files": files},
@@ -64,7 +58,7 @@ def refresh_listing(source: Source, root: Path, session: requests.Session,
 def saved_listing(source: Source, root: Path) -> list[dict[str, Any]] | None:
     """The file list saved by the last online fetch, or None."""
     try:
-        data = json.loads(listing_path(source, root).read_text(encoding="utf-8"))
+        data = json.loads(listing_path(source.id, root).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if source.discover is None or data.get("zenodo") != source.discover.zenodo:

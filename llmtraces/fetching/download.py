@@ -31,7 +31,7 @@ from urllib3.util.retry import Retry
 
 from .._version import __version__
 from ..errors import ChecksumError, DownloadError, LLMTracesError, NotCachedError
-from ..paths import bundled_dir, home, raw_dir
+from ..paths import bundled_dir, home, lock_path, part_path, raw_dir, rejected_path
 from ..registry import FileEntry, Source, get_source
 from .backends import backend_for
 from .checksums import CHUNK, mismatch
@@ -228,7 +228,7 @@ def _download_http(url: str, part: Path, entry: FileEntry, settings: Settings, s
 
 
 def _reject(path: Path) -> Path:
-    aside = path.with_name(path.name.removesuffix(".part") + ".rejected")
+    aside = rejected_path(path)
     os.replace(path, aside)
     return aside
 
@@ -278,8 +278,8 @@ def fetch_file(entry: FileEntry, dest: Path, urls: list[Candidate], *,
     """
     settings = settings or Settings.from_env()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    with FileLock(str(dest.with_name(dest.name + ".lock"))):
+    part = part_path(dest)
+    with FileLock(str(lock_path(dest))):
         if is_cached(dest, entry):
             return "cache"
         if dest.exists():

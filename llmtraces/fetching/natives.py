@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from ..errors import InvalidTraceError
-from ..paths import raw_dir
+from ..paths import MEMBERS_PREFIX, raw_dir
 from ..registry import Source
 from .archive import DEFAULT_LIMIT, iter_members, list_members
 from .download import cached_path
@@ -89,7 +89,7 @@ def native_files(source: Source, trace_ids: list[str], root: Path
         archive = cached_path(source, next(iter(wanted)), root)
         names = resolve_members(archive, wanted)
         scratch = raw_dir(source.id, root)
-        with tempfile.TemporaryDirectory(prefix=".members-", dir=scratch) as tmp:
+        with tempfile.TemporaryDirectory(prefix=MEMBERS_PREFIX, dir=scratch) as tmp:
             for name, fh in iter_members(archive, limit=entry.unpacked_limit or DEFAULT_LIMIT):
                 found = names.get(name)
                 if found is None:

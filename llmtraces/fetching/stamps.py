@@ -12,14 +12,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..paths import stamp_path
 from .checksums import mismatch, strongest
 
 if TYPE_CHECKING:
     from ..registry import FileEntry
-
-
-def _stamp_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".verified")
 
 
 def _pin(entry: FileEntry) -> tuple[str, str]:
@@ -29,7 +26,7 @@ def _pin(entry: FileEntry) -> tuple[str, str]:
 def write_stamp(dest: Path, entry: FileEntry) -> None:
     kind, digest = _pin(entry)
     st = dest.stat()
-    stamp = _stamp_path(dest)
+    stamp = stamp_path(dest)
     tmp = stamp.with_name(stamp.name + ".tmp")
     tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                "kind": kind, "digest": digest}))
@@ -39,7 +36,7 @@ def write_stamp(dest: Path, entry: FileEntry) -> None:
 def _read_stamp(dest: Path) -> object:
     """The verification stamp beside ``dest``, or None when absent or unreadable."""
     try:
-        return json.loads(_stamp_path(dest).read_text())
+        return json.loads(stamp_path(dest).read_text())
     except (OSError, ValueError):
         return None
 
