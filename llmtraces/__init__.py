@@ -18,11 +18,11 @@ from ._version import __version__
 _EXPORTS = {
     "export": "api", "fetch": "api", "iter_requests": "api", "load": "api",
     "open_dataset": "api", "source": "api", "sources": "api",
-    "convert_file": "pipeline.convert", "convert_source": "pipeline.convert",
+    "convert_file": "pipeline.convert", "convert_source": "pipeline.unified",
+    "TraceView": "pipeline.view", "TransformError": "pipeline.view",
     "Request": "request",
     "SCHEMA_VERSION": "schema", "TRACE_SCHEMA": "schema",
-    "EmptyResultWarning": "transforms", "TraceModel": "transforms", "TraceView": "transforms",
-    "TransformError": "transforms", "filter": "transforms",
+    "EmptyResultWarning": "transforms", "TraceModel": "transforms", "filter": "transforms",
     "fit": "transforms", "head": "transforms", "mean_rate": "transforms", "merge": "transforms",
     "rate_scale": "transforms", "rebase": "transforms", "sample": "transforms",
     "synthesize": "transforms", "time_scale": "transforms", "window": "transforms",
@@ -36,14 +36,14 @@ __all__ = ["SCHEMA_VERSION", "TRACE_SCHEMA", "EmptyResultWarning", "Request", "T
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
     from .api import export, fetch, iter_requests, load, open_dataset, source, sources
-    from .pipeline.convert import convert_file, convert_source
+    from .pipeline.convert import convert_file
+    from .pipeline.unified import convert_source
+    from .pipeline.view import TraceView, TransformError
     from .request import Request
     from .schema import SCHEMA_VERSION, TRACE_SCHEMA
     from .transforms import (
         EmptyResultWarning,
         TraceModel,
-        TraceView,
-        TransformError,
         filter,
         fit,
         head,

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -17,23 +15,19 @@ import pyarrow.parquet as pq
 
 from ._plugins import did_you_mean
 from .errors import InvalidTraceError
-from .fetching.discover import with_discovered
-from .fetching.download import Fetched, quiet_log
+from .fetching.download import Fetched
 from .fetching.download import fetch as _fetch
-from .formats import get_writer
-from .formats.parquet import is_unified, read_metadata
-from .licensing import write_sidecar
+from .formats.parquet import read_metadata
 from .paths import home, parquet_root
-from .pipeline.convert import convert_file, convert_source, converted_path, source_of
+from .pipeline.inputs import TraceInput, open_trace
+from .pipeline.unified import unified_path
+from .pipeline.write import write_trace
 from .registry import Source, get_source, load_registry
 from .request import Request
-from .schema import COLUMN_NAMES, METADATA_KEY, SCHEMA_VERSION, TRACE_SCHEMA, TraceStream
-from .transforms import open_trace
+from .schema import COLUMN_NAMES, METADATA_KEY, TRACE_SCHEMA, TraceStream
 
+#: A path argument (the cache home, an output file).
 PathLike = str | os.PathLike[str]
-#: What :func:`load`, :func:`iter_requests` and :func:`export` read: a registry id, a path, a
-#: pyarrow Table or a :class:`~llmtraces.transforms.TraceView` (what the transforms return).
-TraceInput: TypeAlias = "str | os.PathLike[str] | pa.Table | TraceStream"
 
 
 def sources(registry: Path | None = None) -> list[Source]:
@@ -93,13 +87,6 @@ def fetch(source_id: str, trace: str | None = None, *, root: PathLike | None = N
     """
     return _fetch(source_id, trace, root=home(root), mirror=mirror,
                   file=Path(file) if file is not None else None, offline=offline)
-
-
-def _is_current(path: Path) -> bool:
-    try:
-        return path.is_file() and read_metadata(path).get("schema_version") == SCHEMA_VERSION
-    except InvalidTraceError:
-        return False
 
 
 Filter: TypeAlias = Mapping[str, Any] | pc.Expression | None
@@ -238,13 +225,7 @@ def export(trace: TraceInput, path: PathLike, to: str = "parquet") -> int:
     >>> json.loads(out.read_text().splitlines()[0])["input_length"]
     4808
     """
-    writer = get_writer(to)
-    view = open_trace(trace)
-    dest = Path(os.fspath(path)).expanduser()
-    rows = writer.write(view, dest)
-    if to != "parquet":  # Parquet carries the licence in its trace metadata
-        write_sidecar(dest, view.meta)
-    return rows
+    return write_trace(open_trace(trace), Path(os.fspath(path)).expanduser(), to)
 
 
 def _check_columns(columns: list[str] | None) -> None:
@@ -346,79 +327,6 @@ def filter_expression(filter: Filter) -> pc.Expression | None:
     for term in terms[1:]:
         out = out & term
     return out
-
-
-@contextmanager
-def unified_path(source_or_path: str | PathLike, trace: str | None = None, *,
-                 root: PathLike | None = None, mirror: str | None = None,
-                 offline: bool | None = None, tokenizer: str | None = None
-                 ) -> Iterator[Path]:
-    """A unified Parquet file for a registry trace (converted into the cache on first use) or
-    for a path (a native file converted into a temporary file, removed on exit)."""
-    as_path = Path(os.fspath(source_or_path)).expanduser()
-    if as_path.exists() or isinstance(source_or_path, os.PathLike):
-        if not as_path.exists():
-            raise InvalidTraceError(f"{as_path}: no such file")
-        if is_unified(as_path):
-            read_metadata(as_path)  # refuses Parquet that is not a unified trace
-            yield as_path
-            return
-        with tempfile.TemporaryDirectory(prefix="llmtraces-") as tmp:
-            out = Path(tmp) / "trace.parquet"
-            convert_file(as_path, out, options=_options(tokenizer))
-            yield out
-        return
-    yield registry_path(str(source_or_path), trace, root=root, mirror=mirror, offline=offline,
-                        tokenizer=tokenizer)
-
-
-def registry_path(spec: str, trace: str | None = None, *, root: PathLike | None = None,
-                  mirror: str | None = None, offline: bool | None = None,
-                  tokenizer: str | None = None) -> Path:
-    """The cached unified Parquet file of a registry trace, fetched and converted on first use.
-
-    ``spec`` is a source id, or ``source/trace`` when ``trace`` is not given. A name that is
-    neither a file nor a known source is an error that suggests the closest source id.
-
-    >>> registry_path("azure-llm-2023/code").name
-    'part-0.parquet'
-    """
-    src = _source_of(spec, trace)
-    if trace is None and spec != src.id:
-        trace = spec[len(src.id) + 1:]
-    root_dir = home(root)
-    if src.discover is not None:
-        if trace not in with_discovered(src, root_dir).traces:
-            _fetch(src.id, trace, root=root_dir, mirror=mirror, offline=offline, log=quiet_log)
-        src = with_discovered(src, root_dir)
-    trace_id, _ = src.trace(trace)
-    dest = converted_path(src.id, trace_id, root_dir)
-    if not _is_current(dest) or not _same_tokenizer(dest, tokenizer):
-        _fetch(src.id, trace_id, root=root_dir, mirror=mirror, offline=offline, log=quiet_log)
-        convert_source(src.id, trace_id, root=root_dir, options=_options(tokenizer))
-    return dest
-
-
-def _source_of(spec: str, trace: str | None) -> Source:
-    """The registry source that ``spec`` (an id, or ``id/trace``) names."""
-    head, sep, _ = spec.partition("/")
-    if sep and trace is None and head in load_registry():
-        return get_source(head)
-    return source_of(spec)  # a path-like name that is no source: "no such file"
-
-
-def _options(tokenizer: str | None) -> dict[str, Any]:
-    """Reader options for a tokenizer spec (none: the reader's default)."""
-    return {"tokenizer": tokenizer} if tokenizer else {}
-
-
-def _same_tokenizer(path: Path, tokenizer: str | None) -> bool:
-    """Whether the converted trace at ``path`` counted tokens with ``tokenizer`` (True when
-    none is asked for)."""
-    if tokenizer is None:
-        return True
-    used = read_metadata(path).get("tokenizer") or {}
-    return tokenizer in (used.get("spec"), used.get("name"))
 
 
 def open_dataset(root: PathLike | None = None) -> Any:

@@ -8,12 +8,23 @@ malformed file fails loudly with its path and the dotted field that is wrong.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
+import unicodedata
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from ._plugins import did_you_mean
 from .errors import RegistryError, UnknownSourceError
@@ -21,6 +32,78 @@ from .paths import registry_dir
 from .timing import TimeSemantics
 
 _ID = r"^[a-z0-9][a-z0-9._-]*$"
+#: The most UTF-8 bytes of a name: the cache adds suffixes (``.verified``) within the
+#: file system's 255.
+MAX_NAME_BYTES = 200
+_WEB_URL = re.compile(r"^https?://[^/?#\s]")
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a value quoted in a one-line error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "...'"
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` (a trace id, an archive key) cannot be one folder name in the cache, or
+    None: nothing a registry or a host names may land outside its folder."""
+    if not name:
+        return "is empty"
+    if name in (".", ".."):
+        return "is a relative folder ('.' or '..')"
+    if "/" in name or "\\" in name:
+        return "holds a path separator"
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        return "holds a control character"
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"is longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def file_name_problem(name: str) -> str | None:
+    """:func:`name_problem` for a cached file's name, which also may not start with ``.``
+    (the cache's own files, such as ``.listing.json``, do)."""
+    if name.startswith(".") and name not in (".", ".."):
+        return "starts with '.', which the cache keeps for its own files"
+    return name_problem(name)
+
+
+def is_web_url(url: str) -> bool:
+    """Whether ``url`` is an ``http://`` or ``https://`` URL with a host: the only kind a
+    registry or a host's answer may name (a ``file://`` one would copy local files, such as
+    ``/proc/self/environ``, into the cache)."""
+    return bool(_WEB_URL.match(url))
+
+
+def _checked(problem: Callable[[str], str | None], what: str) -> Callable[[str], str]:
+    """A pydantic validator refusing a value that ``problem`` finds fault with."""
+    def check(value: str) -> str:
+        why = problem(value)
+        if why:
+            raise ValueError(f"{shown(value)} {why} (it becomes a {what} in the cache)")
+        return value
+    return check
+
+
+def _web_url(url: str) -> str:
+    """A pydantic validator: http(s) URLs only, from a registry."""
+    if not is_web_url(url):
+        raise ValueError(f"{shown(url)} is not an http:// or https:// URL (a local folder or "
+                         "file is given on the command line: --mirror file:///folder, "
+                         "--file PATH)")
+    return url
+
+
+_NAME_RULE = r"^(?!\.{1,2}$)[^/\\\u0000-\u001f\u007f-\u009f]{1,200}$"
+_FILE_RULE = r"^(?!\.)[^/\\\u0000-\u001f\u007f-\u009f]{1,200}$"
+#: A trace id or archive key: one folder name in the cache.
+Name = Annotated[str, AfterValidator(_checked(name_problem, "folder name"))]
+#: A cached file's name: one file name in the cache, not hidden.
+FileName = Annotated[str, AfterValidator(_checked(file_name_problem, "file name")),
+                     WithJsonSchema({"type": "string", "pattern": _FILE_RULE})]
+#: A URL from the registry: http(s) only.
+WebUrl = Annotated[str, AfterValidator(_web_url),
+                   WithJsonSchema({"type": "string", "pattern": r"^https?://"})]
 
 
 class _Strict(BaseModel):
@@ -72,9 +155,10 @@ class HFRef(_Strict):
 class FileEntry(_Strict):
     """One downloadable native file, pinned by size and checksum."""
 
-    name: str = Field(pattern=r"^[^/\\]+$", description="File name in the cache.")
-    url: str = Field(pattern=r"^(https?|file)://", description="Pinned upstream download URL.")
-    mirrors: tuple[str, ...] = Field(default=(), description="Fallback URLs, tried in order.")
+    name: FileName = Field(description="File name in the cache.")
+    url: WebUrl = Field(description="Pinned upstream download URL (http or https).")
+    mirrors: tuple[WebUrl, ...] = Field(default=(), description="Fallback URLs (http or "
+                                        "https), tried in order.")
     size: int | None = Field(default=None, ge=0,
                              description="Exact size in bytes; omit only where unknown.")
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
@@ -205,12 +289,15 @@ class Source(_Strict):
     citation: Citation
     time: TimeSemantics
     quirks: tuple[str, ...] = ()
-    archives: dict[str, FileEntry] = Field(
+    archives: dict[Name, FileEntry] = Field(
         default_factory=dict, description="Archives (.tar, .tar.gz) whose members are traces; "
-        "each is downloaded and verified once, and its members are read from it.")
+        "each is downloaded and verified once, and its members are read from it.",
+        json_schema_extra={"propertyNames": {"pattern": _NAME_RULE}})
     discover: Discover | None = Field(
         default=None, description="Read more traces from a host's file list at fetch time.")
-    traces: dict[str, Trace] = Field(default_factory=dict)
+    traces: dict[Name, Trace] = Field(
+        default_factory=dict, description="The traces, by id (a folder name in the cache).",
+        json_schema_extra={"propertyNames": {"pattern": _NAME_RULE}})
 
     @model_validator(mode="after")
     def _consistent(self) -> Source:
@@ -273,12 +360,35 @@ class Source(_Strict):
         return {name: trace}
 
 
+def _where(loc: tuple[int | str, ...]) -> str:
+    """The dotted field of a validation error; an id that is not a plain name quoted, and
+    ``(the id)`` for an error in the id itself rather than in its table."""
+    key = bool(loc) and loc[-1] == "[key]"
+    parts = [p if isinstance(p, int) or not name_problem(p) and p.isprintable() else shown(p)
+             for p in (loc[:-1] if key else loc)]
+    return ".".join(str(p) for p in parts) + (" (the id)" if key else "") or "(top level)"
+
+
 def _describe(err: ValidationError, path: Path) -> str:
-    lines = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"{path}: {where}: {e['msg']}")
-    return "\n".join(lines)
+    return "\n".join(f"{path}: {_where(e['loc'])}: {e['msg']}" for e in err.errors())
+
+
+def _parse(path: Path) -> object:
+    """The TOML document of ``path``; :class:`RegistryError` in one line when it is not
+    readable, not UTF-8, not TOML, or nested too deeply for the parser."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise RegistryError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RegistryError(f"{path}: not valid TOML: byte {exc.start} is not UTF-8 "
+                            "text") from None
+    except RecursionError:
+        raise RegistryError(f"{path}: not valid TOML: arrays or tables nested too "
+                            "deeply") from None
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def load_source_file(path: Path) -> Source:
@@ -287,15 +397,13 @@ def load_source_file(path: Path) -> Source:
     The names of readers are checked where a source is read (``formats.check_formats``): the
     registry sits below the formats and imports none of them.
     """
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise RegistryError(f"{path}: not valid TOML: {exc}") from None
+    data = _parse(path)
     try:
         source = Source.model_validate(data)
     except ValidationError as exc:
         raise RegistryError(_describe(exc, path)) from None
+    except RecursionError:
+        raise RegistryError(f"{path}: nested too deeply to be a registry entry") from None
     if source.id != path.stem:
         raise RegistryError(f"{path}: id: {source.id!r} must equal the file name {path.stem!r}")
     return source

@@ -43,7 +43,7 @@ from typing import Any
 from .atomic import atomic_path
 from .errors import LLMTracesError
 from .fetching.backends.hf import endpoint, token
-from .fetching.download import Settings, env_offline, http_session
+from .fetching.transfer import Settings, env_offline, http_session
 from .paths import home, tokenizer_dir
 
 DEFAULT_TOKENIZER = "o200k_base"

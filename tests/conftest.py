@@ -1,22 +1,31 @@
-"""Shared fixtures: an isolated cache home, real sample files, a loopback HTTP server, and a
-test registry whose conv entry pins the conv fixture (the full conv file is not available)."""
+"""Shared fixtures: an isolated cache home, real sample files, a loopback HTTP server, a test
+registry whose conv entry pins the conv fixture (the full conv file is not available), the
+``cli`` runner, and the :func:`roundtrip` helper of the format tests."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 from httpserver import LoopbackServer, Route
+
+from llmtraces.cli import main
+from llmtraces.formats import get_writer
+from llmtraces.pipeline.convert import convert_file
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SOURCE = "azure-llm-2023"
 CODE_NAME = "AzureLLMInferenceTrace_code.csv"
 CONV_NAME = "AzureLLMInferenceTrace_conv.csv"
+
+#: The ``cli`` fixture's type: ``cli("convert", path, "-o", out, input=None)``.
+Cli = Callable[..., Result]
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +122,25 @@ def mirror(server: LoopbackServer, code_csv: Path, conv_csv: Path) -> LoopbackSe
     server.routes[f"/{SOURCE}/{CODE_NAME}"] = Route(code_csv.read_bytes())
     server.routes[f"/{SOURCE}/{CONV_NAME}"] = Route(conv_csv.read_bytes())
     return server
+
+
+@pytest.fixture()
+def cli() -> Cli:
+    """``llmtraces ARGS`` run in-process as a user runs it; an exception is caught into the
+    result (``result.exception``), as click's runner does by default."""
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(main, list(args), input=input)
+
+    return invoke
+
+
+def roundtrip(native: Path, tmp_path: Path, to: str) -> Path:
+    """``native`` -> unified Parquet (``tmp_path/u.parquet``) -> export format ``to``: the file
+    written back, ``tmp_path/back`` with the writer's suffix."""
+    unified = tmp_path / "u.parquet"
+    convert_file(native, unified)
+    back = tmp_path / f"back{get_writer(to).suffix}"
+    convert_file(unified, back, to=to)
+    return back

@@ -1,5 +1,5 @@
-"""llmtraces.fetching.archive: members streamed without extracting; malicious members refused by name,
-the byte budget enforced, and nothing written outside the target."""
+"""llmtraces.fetching.archive: members streamed without extracting; malicious members refused by
+name, the byte budget enforced, and nothing written outside the target."""
 
 from __future__ import annotations
 

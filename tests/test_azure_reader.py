@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 import llmtraces
-from llmtraces.cli import main
+from conftest import Cli
 from llmtraces.errors import InvalidTraceError
 from llmtraces.pipeline.convert import convert_file
 
@@ -111,10 +110,11 @@ def test_unknown_columns_go_to_extra(tmp_path: Path):
     ("2023-11-16 18:00:00.0,1,1,9\n", 2, None, "2023-11-16 18:00:00.0,1,1,9",
      "expected 3 fields"),
 ])
-def test_bad_rows_name_file_line_and_value(tmp_path: Path, body, line, column, value, message):
+def test_bad_rows_name_file_line_and_value(tmp_path: Path, body, line, column, value, message,
+                                           cli: Cli):
     p = write(tmp_path, "bad.csv", f"{HEADER}\n{body}")
     out = tmp_path / "bad.parquet"
-    result = CliRunner().invoke(main, ["convert", str(p), "-o", str(out)])
+    result = cli("convert", str(p), "-o", str(out))
     assert result.exit_code == 1
     first = result.output.strip().splitlines()[0]
     assert f"{p}:{line}: error:" in first and message in first
@@ -123,45 +123,45 @@ def test_bad_rows_name_file_line_and_value(tmp_path: Path, body, line, column, v
     assert f"(got {value!r})" in first
     assert not out.exists() and list(tmp_path.glob("*.parquet")) == []
     assert list(tmp_path.glob(".*tmp")) == []
-    report = json.loads(CliRunner().invoke(main, ["validate", str(p), "--json"]).output)
+    report = json.loads(cli("validate", str(p), "--json").output)
     assert report["errors"] >= 1 and report["problems"][0]["line"] == line
 
 
-def test_wrong_header(tmp_path: Path):
+def test_wrong_header(tmp_path: Path, cli: Cli):
     p = write(tmp_path, "h.csv", "TIMESTAMP,Context,GeneratedTokens\n2023-11-16 18:00:00,1,1\n")
-    result = CliRunner().invoke(main, ["convert", str(p), "-o", str(tmp_path / "o.parquet")])
+    result = cli("convert", str(p), "-o", str(tmp_path / "o.parquet"))
     assert result.exit_code == 1
     assert f"{p}:1: unrecognised header" in result.output
     assert not (tmp_path / "o.parquet").exists()
 
 
-def test_every_bad_value_is_counted(tmp_path: Path):
+def test_every_bad_value_is_counted(tmp_path: Path, cli: Cli):
     rows = "".join(f"2023-11-16 18:00:{i % 60:02d}.0,x{i},1\n" for i in range(50))
     p = write(tmp_path, "many.csv", f"{HEADER}\n{rows}")
-    result = CliRunner().invoke(main, ["validate", str(p)])
+    result = cli("validate", str(p))
     assert result.exit_code == 1
     assert "... and 30 more errors of kind not-integer" in result.output
     assert "50 error(s)" in result.output
 
 
-def test_out_of_order_arrivals_warn_and_keep_row_order(tmp_path: Path):
+def test_out_of_order_arrivals_warn_and_keep_row_order(tmp_path: Path, cli: Cli):
     p = write(tmp_path, "o.csv", f"{HEADER}\n2023-11-16 18:00:05.0,1,1\n"
                                  "2023-11-16 18:00:01.0,2,2\n")
     t = llmtraces.load(p)
     assert t.column("arrival_us").to_pylist() == [0, -4_000_000]
     assert t.column("input_tokens").to_pylist() == [1, 2]
-    result = CliRunner().invoke(main, ["validate", str(p)])
+    result = cli("validate", str(p))
     assert result.exit_code == 0 and "o.csv:3: warning: TIMESTAMP: arrives before" in result.output
-    assert CliRunner().invoke(main, ["validate", str(p), "--strict"]).exit_code == 1
+    assert cli("validate", str(p), "--strict").exit_code == 1
 
 
-def test_truncated_copy_of_published_file_is_refused(tmp_path: Path, code_csv: Path):
+def test_truncated_copy_of_published_file_is_refused(tmp_path: Path, code_csv: Path, cli: Cli):
     raw = code_csv.read_bytes()
     cut = raw[: raw.rindex(b"\r\n", 0, 200_000)]  # cut at a row boundary: every row parses
     p = tmp_path / "AzureLLMInferenceTrace_code.csv"
     p.write_bytes(cut)
     out = tmp_path / "o.parquet"
-    result = CliRunner().invoke(main, ["convert", str(p), "-o", str(out)])
+    result = cli("convert", str(p), "-o", str(out))
     assert result.exit_code == 1
     assert "not the published azure-llm-2023 code file" in result.output
     assert "320,117" in result.output and not out.exists()

@@ -13,22 +13,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 from httpserver import LoopbackServer, Route
 
 import llmtraces
-from conftest import FIXTURES, REPO, build_registry
-from llmtraces.cli import main
+from conftest import FIXTURES, REPO, Cli, build_registry, roundtrip
 from llmtraces.errors import ChecksumError
-from llmtraces.pipeline.convert import convert_file
 from llmtraces.registry import load_registry
 
 CODE24 = FIXTURES / "azure-llm-2024" / "code_1week_head.csv"
 MM25 = FIXTURES / "azure-lmm-2025" / "multimodal_head.csv.gz"
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
 
 
 @pytest.fixture()
@@ -58,7 +51,7 @@ def test_registry_facts():
     assert "e8dc3c4b081e23a641f262d537abffb5375a6e7c" in mm.url
 
 
-def test_2024_fetch_convert_validate_load(mirror_2024_2025, home: Path):
+def test_2024_fetch_convert_validate_load(mirror_2024_2025, home: Path, cli: Cli):
     url = mirror_2024_2025.url
     assert cli("fetch", "azure-llm-2024", "--trace", "code_1week", "--mirror", url).exit_code == 0
     result = cli("convert", "azure-llm-2024", "--trace", "code_1week")
@@ -76,7 +69,7 @@ def test_2024_fetch_convert_validate_load(mirror_2024_2025, home: Path):
     assert meta["time"]["zone_assumed"] is False and meta["rows"] == 6
 
 
-def test_2025_gzip_fetch_convert_validate_load(mirror_2024_2025, home: Path):
+def test_2025_gzip_fetch_convert_validate_load(mirror_2024_2025, home: Path, cli: Cli):
     url = mirror_2024_2025.url
     result = cli("fetch", "azure-lmm-2025", "--mirror", url)
     assert result.exit_code == 0, result.output
@@ -92,18 +85,12 @@ def test_2025_gzip_fetch_convert_validate_load(mirror_2024_2025, home: Path):
 
 
 def test_2024_round_trip_is_byte_identical(tmp_path: Path):
-    unified = tmp_path / "u.parquet"
-    convert_file(CODE24, unified)
-    back = tmp_path / "back.csv"
-    convert_file(unified, back, to="azure")
+    back = roundtrip(CODE24, tmp_path, "azure")
     assert back.read_bytes() == CODE24.read_bytes()
 
 
 def test_2025_round_trip_gives_the_same_text(tmp_path: Path):
-    unified = tmp_path / "u.parquet"
-    convert_file(MM25, unified)
-    back = tmp_path / "back.csv"
-    convert_file(unified, back, to="azure")
+    back = roundtrip(MM25, tmp_path, "azure")
     assert back.read_bytes() == gzip.decompress(MM25.read_bytes())
 
 

@@ -15,12 +15,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner, Result
 from httpserver import LoopbackServer, Route
 
 import llmtraces
-from conftest import FIXTURES, REPO, build_registry
-from llmtraces.cli import main
+from conftest import FIXTURES, REPO, Cli, build_registry, roundtrip
 from llmtraces.errors import InvalidTraceError
 from llmtraces.formats import get_format, get_writer, sniff
 from llmtraces.formats.burstgpt import format_seconds, parse_seconds
@@ -39,10 +37,6 @@ S1 = "1722ac82-0a46-4bf0-aa08-89794e7a2b3f"
 S2 = "d5983bf9-4b48-497b-892b-a58995247443"
 
 
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
-
-
 def write(tmp_path: Path, name: str, text: str) -> Path:
     p = tmp_path / name
     p.write_bytes(text.encode())
@@ -51,15 +45,6 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 def meta_of(parquet: Path) -> dict:
     return json.loads(pq.read_metadata(parquet).metadata[b"llmtraces.trace"])
-
-
-def roundtrip(native: Path, tmp_path: Path) -> bytes:
-    """native -> unified Parquet -> native; the bytes written back."""
-    unified = tmp_path / "u.parquet"
-    convert_file(native, unified)
-    back = tmp_path / "back.csv"
-    convert_file(unified, back, to="burstgpt")
-    return back.read_bytes()
 
 
 # --- registry ---------------------------------------------------------------------------
@@ -173,7 +158,8 @@ def test_columns_are_found_by_name_not_position(tmp_path: Path):
                   "".join(",".join(r[i] for i in order) + "\n" for r in rows))
     assert moved.read_text().startswith("Log Type,Model,Timestamp,Total tokens,")
     assert llmtraces.load(moved).equals(llmtraces.load(HEAD3))
-    assert roundtrip(moved, tmp_path) == moved.read_bytes()  # the file's own order comes back
+    # the file's own order comes back
+    assert roundtrip(moved, tmp_path, "burstgpt").read_bytes() == moved.read_bytes()
 
 
 def test_unknown_columns_go_to_extra_and_come_back(tmp_path: Path):
@@ -183,7 +169,7 @@ def test_unknown_columns_go_to_extra_and_come_back(tmp_path: Path):
     assert t.column("extra").to_pylist() == [json.dumps({"Region": "HK"}),
                                              json.dumps({"Region": ""})]
     assert t.column("input_tokens").to_pylist() == [472, 1]
-    assert roundtrip(p, tmp_path) == text.encode()
+    assert roundtrip(p, tmp_path, "burstgpt").read_bytes() == text.encode()
 
 
 def test_decimal_seconds_are_exact():
@@ -236,7 +222,7 @@ def test_every_parse_path_is_exact_and_knows_what_it_cannot_rebuild(samples: lis
         assert _respelled(raw, t, form).to_pylist() == truth.to_pylist(), form
 
 
-def test_sub_microsecond_digits_warn_and_are_kept(tmp_path: Path):
+def test_sub_microsecond_digits_warn_and_are_kept(tmp_path: Path, cli: Cli):
     text = (f"{H6}\n0.1234565,ChatGPT,1,2,3,API log\n0.1234575,ChatGPT,1,2,3,API log\n"
             "7.25,GPT-4,4,5,9,API log\n")
     p = write(tmp_path, "sub.csv", text)
@@ -248,11 +234,11 @@ def test_sub_microsecond_digits_warn_and_are_kept(tmp_path: Path):
     assert t.column("arrival_us").to_pylist() == [123_456, 123_458, 7_250_000]
     assert t.column("extra").to_pylist() == [json.dumps({"Timestamp": "0.1234565"}),
                                              json.dumps({"Timestamp": "0.1234575"}), None]
-    assert roundtrip(p, tmp_path) == text.encode()
+    assert roundtrip(p, tmp_path, "burstgpt").read_bytes() == text.encode()
     assert cli("validate", str(p), "--strict").exit_code == 1
 
 
-def test_unknown_log_type_is_kept_verbatim_with_a_warning(tmp_path: Path):
+def test_unknown_log_type_is_kept_verbatim_with_a_warning(tmp_path: Path, cli: Cli):
     text = (f"{H6}\n5,ChatGPT,1,2,3,Batch log\n6,ChatGPT,1,2,3,conversation\n"
             "7,ChatGPT,1,2,3,API log\n")
     p = write(tmp_path, "lt.csv", text)
@@ -267,7 +253,7 @@ def test_unknown_log_type_is_kept_verbatim_with_a_warning(tmp_path: Path):
         result.output and "(got 'Batch log')" in result.output
     assert f"{p}:3: warning: Log Type:" in result.output
     assert cli("validate", str(p), "--strict").exit_code == 1
-    assert roundtrip(p, tmp_path) == text.encode()
+    assert roundtrip(p, tmp_path, "burstgpt").read_bytes() == text.encode()
 
 
 # --- round trip ---------------------------------------------------------------------------
@@ -295,7 +281,7 @@ def _variants() -> list[tuple[str, bytes]]:
 def test_round_trip_is_byte_identical(tmp_path: Path, name: str, data: bytes):
     native = tmp_path / "native.csv"
     native.write_bytes(data)
-    assert roundtrip(native, tmp_path) == data
+    assert roundtrip(native, tmp_path, "burstgpt").read_bytes() == data
     direct = tmp_path / "direct.csv"  # native -> native, no Parquet in between
     convert_file(native, direct, to="burstgpt")
     assert direct.read_bytes() == data
@@ -340,7 +326,7 @@ GOOD8 = f"19440110.0,{S1},43,GPT-4,906,446,1352,Conversation log\n"
      "expected 6 fields"),
 ])
 def test_bad_rows_name_file_line_and_value(tmp_path: Path, header, body, line, column, value,
-                                           message):
+                                           message, cli: Cli):
     p = write(tmp_path, "bad.csv", f"{header}\n{body}")
     out = tmp_path / "bad.parquet"
     result = cli("convert", str(p), "-o", str(out))
@@ -355,7 +341,7 @@ def test_bad_rows_name_file_line_and_value(tmp_path: Path, header, body, line, c
     assert report["errors"] == 1 and report["problems"][0]["line"] == line
 
 
-def test_failed_export_leaves_no_file(tmp_path: Path):
+def test_failed_export_leaves_no_file(tmp_path: Path, cli: Cli):
     p = write(tmp_path, "bad.csv", f"{H6}\n{GOOD6}45,ChatGPT,1,1,3,API log\n")
     out = tmp_path / "o.csv"
     result = cli("convert", str(p), "--to", "burstgpt", "-o", str(out))
@@ -393,7 +379,7 @@ def test_direct_export_follows_forms_learnt_in_later_blocks(tmp_path: Path):
     assert out.read_bytes() == text.encode()
 
 
-def test_fabricated_clone_is_rejected(tmp_path: Path):
+def test_fabricated_clone_is_rejected(tmp_path: Path, cli: Cli):
     # The fake: Timestamp 0,1,2,..., ChatGPT/GPT-4 alternating, every count below 100.
     rows = "".join(f"{i},{'ChatGPT' if i % 2 == 0 else 'GPT-4'},{20 + i},{30 + i},{50 + 2 * i},"
                    "Conversation log\n" for i in range(12))
@@ -416,7 +402,7 @@ def test_fabricated_clone_is_rejected(tmp_path: Path):
 # --- conversion by path and export ---------------------------------------------------------
 
 
-def test_convert_by_path_recognises_both_layouts(tmp_path: Path):
+def test_convert_by_path_recognises_both_layouts(tmp_path: Path, cli: Cli):
     for fixture, rows in ((HEAD1, 8), (HEAD3, 6)):
         assert sniff(fixture).name == "burstgpt-csv"
         out = tmp_path / f"{fixture.stem}.parquet"
@@ -428,7 +414,7 @@ def test_convert_by_path_recognises_both_layouts(tmp_path: Path):
         assert cli("validate", str(out)).exit_code == 0
 
 
-def test_export_of_another_source_is_readable_by_position(tmp_path: Path, code_csv: Path):
+def test_export_of_another_source_is_readable_by_position(tmp_path: Path, code_csv: Path, cli: Cli):
     unified = tmp_path / "code.parquet"
     convert_file(code_csv, unified)
     out = tmp_path / "code_burstgpt.csv"
@@ -506,7 +492,7 @@ def without_fails(data: bytes) -> bytes:
 
 
 def test_fetch_convert_validate_load_through_mirror(burstgpt_mirror: LoopbackServer,
-                                                    home: Path, tmp_path: Path):
+                                                    home: Path, tmp_path: Path, cli: Cli):
     url = burstgpt_mirror.url
     result = cli("fetch", "burstgpt", "--trace", "1", "--mirror", url)
     assert result.exit_code == 0, result.output
@@ -540,7 +526,8 @@ def test_fetch_convert_validate_load_through_mirror(burstgpt_mirror: LoopbackSer
     assert back.read_bytes() == HEAD1.read_bytes()
 
 
-def test_unverified_file_is_fetched_by_size_with_a_warning(burstgpt_mirror: LoopbackServer):
+def test_unverified_file_is_fetched_by_size_with_a_warning(burstgpt_mirror: LoopbackServer,
+                                                            cli: Cli):
     result = cli("fetch", "burstgpt", "--trace", "without_fails_3", "--mirror",
                  burstgpt_mirror.url)
     assert result.exit_code == 0, result.output
@@ -550,7 +537,7 @@ def test_unverified_file_is_fetched_by_size_with_a_warning(burstgpt_mirror: Loop
     assert t.column("session_id").to_pylist() == [S1, S2, None, S1, None]
 
 
-def test_every_bad_total_is_counted(tmp_path: Path):
+def test_every_bad_total_is_counted(tmp_path: Path, cli: Cli):
     rows = "".join(f"{5 + i},ChatGPT,{i},1,{i + 2},API log\n" for i in range(50))
     p = write(tmp_path, "totals.csv", f"{H6}\n{rows}")
     result = cli("validate", str(p))

@@ -280,3 +280,77 @@ def test_views_of_streams_still_work_in_plans_and_hooks(code_csv: Path, tmp_path
     rows_, _ = convert_file(code_csv, out, transform=lambda s, p: window(s, 30, 30))
     assert rows_ == 46
     assert isinstance(head(TraceStream(iter([]), {}), 1), TraceView)
+
+
+def test_convert_file_takes_a_view_a_table_or_a_registry_id(code_parquet: Path, tmp_path: Path):
+    """Each input converts to the same bytes as export writes from it; the hook gets the
+    cached file of a registry id and None for a Table or a view."""
+    view = head(code_parquet, 20)
+    assert export(view, tmp_path / "e.jsonl", to="mooncake") == 20
+    rows_, report = convert_file(view, tmp_path / "v.jsonl", to="mooncake")
+    assert rows_ == 20 and report.errors == 0 and report.checked == []
+    assert (tmp_path / "v.jsonl").read_bytes() == (tmp_path / "e.jsonl").read_bytes()
+    seen: list[Path | None] = []
+
+    def hook(stream: TraceStream, path: Path | None) -> TraceStream:
+        seen.append(path)
+        return head(stream, 5)
+
+    rows_, _ = convert_file(view.to_table(), tmp_path / "t.parquet", transform=hook)
+    assert rows_ == 5 and seen == [None]
+    meta = read_metadata(tmp_path / "t.parquet")
+    assert meta["transforms"] == [{"op": "head", "n": 20}, {"op": "head", "n": 5}]
+    rows_, report = convert_file("azure-llm-2023/code", tmp_path / "r.parquet", transform=hook)
+    cached = seen[-1]
+    assert rows_ == 5 and cached is not None and cached.name == "part-0.parquet"
+    assert report.checked == [str(cached)]
+    export("azure-llm-2023/code", tmp_path / "r.csv", to="vidur")
+    rows_, _ = convert_file("azure-llm-2023", tmp_path / "r2.csv", to="vidur", trace="code")
+    assert rows_ == 8819
+    assert (tmp_path / "r2.csv").read_bytes() == (tmp_path / "r.csv").read_bytes()
+    with pytest.raises(InvalidTraceError, match="overwrite the input"):
+        convert_file("azure-llm-2023/code", cached)
+
+
+def test_convert_file_of_a_table_keeps_the_licence_and_leaves_nothing_on_error(
+        tmp_path: Path):
+    meta: dict[str, Any] = {"licence": {"spdx": "CC-BY-NC-4.0", "redistributable": False,
+                                        "commercial_use": False, "url": "u",
+                                        "attribution": "a"}}
+    t = tiny_trace().replace_schema_metadata({b"llmtraces.trace": json.dumps(meta).encode()})
+    out = tmp_path / "nc.jsonl"
+    rows_, report = convert_file(t, out, to="mooncake")
+    assert rows_ == 12 and "CC-BY-NC-4.0" in sidecar_path(out).read_text()
+    assert len(report.notices) == 1 and "non-commercial" in report.notices[0]
+
+    def failing() -> Any:
+        yield from t.to_batches(max_chunksize=4)[:1]
+        raise InvalidTraceError("broken after the first batch")
+
+    bad = tmp_path / "bad.jsonl"
+    with pytest.raises(InvalidTraceError, match="broken after"):
+        convert_file(TraceStream(failing(), meta), bad, to="mooncake")
+    with pytest.raises(InvalidTraceError, match="no columns"):
+        convert_file(t.select(["request_id"]), bad, to="mooncake")
+    with pytest.raises(TypeError, match="trace name.* registry entry of a native file; the "
+                                        "input here is Table"):
+        convert_file(t, bad, trace="code")
+    with pytest.raises(TypeError, match="source name"):
+        convert_file("azure-llm-2023/code", bad, source=llmtraces.source("azure-llm-2023"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nc.jsonl", sidecar_path(out).name]
+
+
+def test_a_writer_takes_streams_and_tables_and_points_elsewhere_for_the_rest(
+        code_parquet: Path, tmp_path: Path):
+    writer = get_writer("mooncake")
+    with pytest.raises(TypeError, match=r"llmtraces\.export\(trace, path, to='mooncake'\)"):
+        writer.write(str(code_parquet), tmp_path / "x.jsonl")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not a PosixPath|not a WindowsPath"):
+        writer.write(code_parquet, tmp_path / "x.jsonl")  # type: ignore[arg-type]
+    with pytest.raises(InvalidTraceError, match=r"no columns \['source_row'"):
+        writer.write(load(code_parquet).drop_columns(["source_row"]), tmp_path / "x.jsonl")
+    assert not (tmp_path / "x.jsonl").exists()
+    table = load(code_parquet)
+    assert writer.write(table, tmp_path / "t.jsonl") == 8819
+    export(code_parquet, tmp_path / "e.jsonl", to="mooncake")
+    assert (tmp_path / "t.jsonl").read_bytes() == (tmp_path / "e.jsonl").read_bytes()

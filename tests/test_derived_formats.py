@@ -17,10 +17,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 import llmtraces
-from llmtraces.cli import main
+from conftest import Cli, roundtrip
 from llmtraces.errors import InvalidTraceError
 from llmtraces.pipeline.convert import convert_file
 from llmtraces.text.seconds import REPR
@@ -45,14 +44,6 @@ def meta_of(parquet: Path) -> dict:
 def values(path: Path, n: int | None = None) -> dict[str, list]:
     t = llmtraces.load(path)
     return {c: t.column(c).to_pylist()[:n] for c in VALUES}
-
-
-def roundtrip(native: Path, tmp_path: Path, to: str) -> Path:
-    unified = tmp_path / "u.parquet"
-    convert_file(native, unified)
-    back = tmp_path / "back.csv"
-    convert_file(unified, back, to=to)
-    return back
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -164,9 +155,10 @@ def test_seconds_parse_exactly_to_the_nearest_microsecond(tmp_path: Path):
     (SPLITWISE_TOY, "splitwise-csv", 3),
     (SPLITWISE_GENERATED, "splitwise-csv", 20),
 ])
-def test_convert_recognises_the_format(tmp_path: Path, fixture: Path, fmt: str, rows: int):
+def test_convert_recognises_the_format(tmp_path: Path, fixture: Path, fmt: str, rows: int,
+                                       cli: Cli):
     out = tmp_path / "x.parquet"
-    result = CliRunner().invoke(main, ["convert", str(fixture), "-o", str(out)])
+    result = cli("convert", str(fixture), "-o", str(out))
     assert result.exit_code == 0, result.output
     assert f"({rows:,} rows)" in result.output
     meta = meta_of(out)
@@ -229,11 +221,11 @@ def test_gzip_vidur_file_is_read_and_written_plain(tmp_path: Path):
 # --- exports from other traces -----------------------------------------------------------------
 
 
-def test_azure_to_vidur_matches_what_vidur_ships(tmp_path: Path, code_csv: Path):
+def test_azure_to_vidur_matches_what_vidur_ships(tmp_path: Path, code_csv: Path, cli: Cli):
     unified = tmp_path / "code.parquet"
-    assert CliRunner().invoke(main, ["convert", str(code_csv), "-o", str(unified)]).exit_code == 0
+    assert cli("convert", str(code_csv), "-o", str(unified)).exit_code == 0
     out = tmp_path / "vidur.csv"
-    result = CliRunner().invoke(main, ["convert", str(unified), "--to", "vidur", "-o", str(out)])
+    result = cli("convert", str(unified), "--to", "vidur", "-o", str(out))
     assert result.exit_code == 0, result.output
     ours = out.read_text().splitlines()
     shipped = VIDUR_CODE.read_text().splitlines()
@@ -313,10 +305,10 @@ def test_vidur_refuses_requests_before_the_first(tmp_path: Path):
     (SPLITWISE_HEADER, "0,2,0,1,1,4096,x\n", 2, "token_size", "x", "non-negative integer"),
 ])
 def test_bad_rows_name_file_line_and_value(tmp_path: Path, header, body, line, column, value,
-                                           message):
+                                           message, cli: Cli):
     p = write(tmp_path, "bad.csv", f"{header}\n{body}")
     out = tmp_path / "bad.parquet"
-    result = CliRunner().invoke(main, ["convert", str(p), "-o", str(out)])
+    result = cli("convert", str(p), "-o", str(out))
     assert result.exit_code == 1
     first = result.output.strip().splitlines()[0]
     assert f"{p}:{line}: error:" in first and message in first
@@ -326,20 +318,20 @@ def test_bad_rows_name_file_line_and_value(tmp_path: Path, header, body, line, c
     assert not out.exists() and list(tmp_path.glob(".*tmp")) == []
 
 
-def test_warnings_keep_the_row(tmp_path: Path):
+def test_warnings_keep_the_row(tmp_path: Path, cli: Cli):
     p = write(tmp_path, "w.csv", f"{SPLITWISE_HEADER}\n0,2,0,2.5,1,10,1\n1,1,0,1.5,1,20,2\n")
-    result = CliRunner().invoke(main, ["validate", str(p)])
+    result = cli("validate", str(p))
     assert result.exit_code == 0, result.output
     assert f"{p}:3: warning: request_type: splitwise-sim runs only request_type 2" in result.output
     assert f"{p}:3: warning: arrival_timestamp: arrives before the previous row" in result.output
-    assert CliRunner().invoke(main, ["validate", str(p), "--strict"]).exit_code == 1
+    assert cli("validate", str(p), "--strict").exit_code == 1
     assert llmtraces.load(p).column("arrival_us").to_pylist() == [2_500_000, 1_500_000]
 
 
-def test_every_bad_value_is_counted(tmp_path: Path):
+def test_every_bad_value_is_counted(tmp_path: Path, cli: Cli):
     body = "".join(f"x{i},1,1\n" for i in range(50))
     p = write(tmp_path, "many.csv", f"{VIDUR_HEADER}\n{body}")
-    result = CliRunner().invoke(main, ["validate", str(p)])
+    result = cli("validate", str(p))
     assert result.exit_code == 1
     assert "... and 30 more errors of kind not-number" in result.output
     assert "50 error(s)" in result.output

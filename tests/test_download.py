@@ -8,24 +8,18 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from httpserver import Route
 
 import llmtraces
-from conftest import CODE_NAME, CONV_NAME, SOURCE, build_registry
-from llmtraces.cli import main
+from conftest import CODE_NAME, CONV_NAME, SOURCE, Cli, build_registry
 from llmtraces.errors import ChecksumError, DownloadError, NotCachedError
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
 
 
 def conv_dest(home: Path) -> Path:
     return home / "raw" / SOURCE / CONV_NAME
 
 
-def test_404_everywhere_is_one_clear_error(test_registry, server, home: Path):
+def test_404_everywhere_is_one_clear_error(test_registry, server, home: Path, cli: Cli):
     result = cli("fetch", SOURCE, "--trace", "conv", "--mirror", server.url)
     assert result.exit_code == 1
     msg = result.output
@@ -44,7 +38,8 @@ def test_upstream_then_registry_mirror_fallback(test_registry, server, conv_csv,
     assert conv_dest(home).read_bytes() == conv_csv.read_bytes()
 
 
-def test_wrong_bytes_same_size_never_enter_the_cache(test_registry, server, conv_csv, home):
+def test_wrong_bytes_same_size_never_enter_the_cache(test_registry, server, conv_csv, home,
+                                                     cli: Cli):
     data = bytearray(conv_csv.read_bytes())
     data[60] ^= 1  # one flipped bit, same size
     server.routes[f"/upstream/{CONV_NAME}"] = Route(bytes(data))
@@ -90,7 +85,7 @@ def test_mirror_failure_falls_back_to_bundled_copy(server, code_csv, home):
     assert any("HTTP 404" in m for m in messages)
 
 
-def test_env_mirror(test_registry, mirror, monkeypatch, home):
+def test_env_mirror(test_registry, mirror, monkeypatch, home, cli: Cli):
     monkeypatch.setenv("LLMTRACES_MIRROR", mirror.url)
     result = cli("fetch", SOURCE, "--trace", "conv")
     assert result.exit_code == 0, result.output
@@ -139,7 +134,7 @@ def test_gzip_content_encoding_does_not_change_the_bytes(tmp_path, server, code_
     assert llmtraces.load(dest).num_rows == 8819
 
 
-def test_file_import_is_verified(test_registry, conv_csv, tmp_path, home):
+def test_file_import_is_verified(test_registry, conv_csv, tmp_path, home, cli: Cli):
     result = cli("fetch", SOURCE, "--file", str(conv_csv))
     assert result.exit_code == 0, result.output
     assert "conv" in result.output and conv_dest(home).read_bytes() == conv_csv.read_bytes()
@@ -151,14 +146,14 @@ def test_file_import_is_verified(test_registry, conv_csv, tmp_path, home):
     assert not conv_dest(home).exists()
 
 
-def test_file_import_without_trace_needs_a_match(test_registry, tmp_path):
+def test_file_import_without_trace_needs_a_match(test_registry, tmp_path, cli: Cli):
     other = tmp_path / "mine.csv"
     other.write_bytes(b"x" * 10)
     result = cli("fetch", SOURCE, "--file", str(other))
     assert result.exit_code == 1 and "pass --trace" in result.output
 
 
-def test_offline_never_touches_the_network(test_registry, mirror, home):
+def test_offline_never_touches_the_network(test_registry, mirror, home, cli: Cli):
     with pytest.raises(NotCachedError, match=rf"put the file at .*{CONV_NAME}") as err:
         llmtraces.fetch(SOURCE, "conv", mirror=mirror.url, offline=True)
     assert mirror.log == []
@@ -172,12 +167,12 @@ def test_offline_never_touches_the_network(test_registry, mirror, home):
     assert got.path.name == CODE_NAME
 
 
-def test_quiet_and_non_tty_print_no_progress(test_registry, mirror):
+def test_quiet_and_non_tty_print_no_progress(test_registry, mirror, cli: Cli):
     result = cli("fetch", SOURCE, "--mirror", mirror.url, "--quiet")
     assert result.exit_code == 0 and result.output == ""
 
 
-def test_unknown_source_and_trace():
+def test_unknown_source_and_trace(cli: Cli):
     result = cli("fetch", "no-such-trace")
     assert result.exit_code == 1
     assert "unknown source 'no-such-trace'; known sources: azure-llm-2023" in result.output
@@ -242,7 +237,7 @@ def assert_one_line_per_file_and_a_hint(output: str, why: str) -> None:
         assert advice in hint
 
 
-def test_refused_connection_is_not_retried(tmp_path, monkeypatch):
+def test_refused_connection_is_not_retried(tmp_path, monkeypatch, cli: Cli):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
@@ -265,7 +260,7 @@ def test_refused_connection_is_not_retried(tmp_path, monkeypatch):
     assert len(attempts) == 1 and time.monotonic() - start < 5
 
 
-def test_unknown_host_name_is_looked_up_once(tmp_path, monkeypatch):
+def test_unknown_host_name_is_looked_up_once(tmp_path, monkeypatch, cli: Cli):
     unreachable_registry(tmp_path, monkeypatch, "http://nonexistent.invalid")
     lookups: list[str] = []
     real = socket.getaddrinfo

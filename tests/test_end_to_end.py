@@ -8,37 +8,30 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 import llmtraces
-from conftest import CODE_NAME, CONV_NAME, SOURCE
-from llmtraces.cli import main
+from conftest import CODE_NAME, CONV_NAME, SOURCE, Cli
 from llmtraces.pipeline.validate import validate_source
-
-
-def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.output
 
 
 def median(table, col: str) -> float:
     return pc.quantile(table.column(col), q=0.5, interpolation="midpoint")[0].as_py()
 
 
-def test_fetch_convert_load_both_traces_through_mirror(test_registry, mirror, home: Path):
-    code, out = run("fetch", SOURCE, "--mirror", mirror.url)
-    assert code == 0, out
-    assert f"verified, from {mirror.url}/{SOURCE}/{CODE_NAME}" in out
-    assert f"verified, from {mirror.url}/{SOURCE}/{CONV_NAME}" in out
+def test_fetch_convert_load_both_traces_through_mirror(test_registry, mirror, home: Path, cli: Cli):
+    result = cli("fetch", SOURCE, "--mirror", mirror.url)
+    assert result.exit_code == 0, result.output
+    assert f"verified, from {mirror.url}/{SOURCE}/{CODE_NAME}" in result.output
+    assert f"verified, from {mirror.url}/{SOURCE}/{CONV_NAME}" in result.output
     assert (home / "raw" / SOURCE / CODE_NAME).stat().st_size == 320117
     assert {p for p, _ in mirror.log} == {f"/{SOURCE}/{CODE_NAME}", f"/{SOURCE}/{CONV_NAME}"}
 
-    code, out = run("validate", SOURCE)
-    assert code == 0, out
-    assert "0 error(s), 0 warning(s)" in out
+    result = cli("validate", SOURCE)
+    assert result.exit_code == 0, result.output
+    assert "0 error(s), 0 warning(s)" in result.output
 
-    code, out = run("convert", SOURCE)
-    assert code == 0, out
+    result = cli("convert", SOURCE)
+    assert result.exit_code == 0, result.output
     code_pq = home / "parquet" / f"source={SOURCE}" / "trace=code" / "part-0.parquet"
     conv_pq = home / "parquet" / f"source={SOURCE}" / "trace=conv" / "part-0.parquet"
     assert code_pq.is_file() and conv_pq.is_file()
@@ -75,12 +68,13 @@ def test_fetch_convert_load_both_traces_through_mirror(test_registry, mirror, ho
     assert {d["values"]: d["counts"] for d in counts} == {"code": 8819, "conv": 9}
 
     # Converted traces validate too; fetching again downloads nothing.
-    code, out = run("validate", SOURCE, "--json")
-    report = json.loads(out)
-    assert code == 0 and report["errors"] == 0 and len(report["checked"]) == 4
+    result = cli("validate", SOURCE, "--json")
+    report = json.loads(result.output)
+    assert result.exit_code == 0 and report["errors"] == 0 and len(report["checked"]) == 4
     n = len(mirror.log)
-    code, out = run("fetch", SOURCE, "--mirror", mirror.url)
-    assert code == 0 and out.count("already cached and valid") == 2 and len(mirror.log) == n
+    result = cli("fetch", SOURCE, "--mirror", mirror.url)
+    assert result.exit_code == 0 and result.output.count("already cached and valid") == 2 \
+        and len(mirror.log) == n
 
 
 def test_load_fetches_and_converts_on_first_use(test_registry, mirror, home: Path):
@@ -98,11 +92,11 @@ def test_load_requires_a_trace_when_a_source_has_several():
         llmtraces.load(SOURCE)
 
 
-def test_convert_native_path_recognises_format(code_csv: Path, tmp_path: Path):
+def test_convert_native_path_recognises_format(code_csv: Path, tmp_path: Path, cli: Cli):
     out = tmp_path / "out" / "code.parquet"
-    code, text = run("convert", str(code_csv), "--to", "parquet", "-o", str(out))
-    assert code == 0, text
-    assert "8,819 rows" in text
+    result = cli("convert", str(code_csv), "--to", "parquet", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "8,819 rows" in result.output
     t = pq.read_table(out)
     assert t.num_rows == 8819 and t.column("input_tokens")[0].as_py() == 4808
     meta = json.loads(pq.read_metadata(out).metadata[b"llmtraces.trace"])
@@ -119,51 +113,53 @@ def test_load_native_path_directly(conv_csv: Path):
     assert t.column("service").null_count == 9  # unknown file: no registry service
 
 
-def test_list_info_cite():
-    code, out = run("list")
-    assert code == 0 and SOURCE in out and "code,conv" in out and "28,185" in out
-    code, out = run("list", "--json")
+def test_list_info_cite(cli: Cli):
+    result = cli("list")
+    assert result.exit_code == 0 and SOURCE in result.output
+    assert "code,conv" in result.output and "28,185" in result.output
+    result = cli("list", "--json")
     assert {"id": SOURCE, "rows": 28185, "bytes": 1039305} == {
-        k: v for k, v in json.loads(out)[0].items() if k in ("id", "rows", "bytes")}
-    code, out = run("info", SOURCE)
-    assert code == 0
-    assert "CC-BY-4.0" in out and "8,819 rows" in out and "19,366 rows" in out
-    assert "zone UTC (assumed)" in out and "7 fractional digits" in out
-    code, out = run("info", SOURCE, "--json")
-    assert json.loads(out)["traces"]["code"]["file"]["sha256"].startswith("54e9a6d2")
-    code, out = run("cite", SOURCE)
-    assert code == 0 and out.startswith("@inproceedings{patel2024splitwise")
+        k: v for k, v in json.loads(result.output)[0].items() if k in ("id", "rows", "bytes")}
+    result = cli("info", SOURCE)
+    assert result.exit_code == 0
+    assert "CC-BY-4.0" in result.output and "8,819 rows" in result.output \
+        and "19,366 rows" in result.output
+    assert "zone UTC (assumed)" in result.output and "7 fractional digits" in result.output
+    result = cli("info", SOURCE, "--json")
+    assert json.loads(result.output)["traces"]["code"]["file"]["sha256"].startswith("54e9a6d2")
+    result = cli("cite", SOURCE)
+    assert result.exit_code == 0 and result.output.startswith("@inproceedings{patel2024splitwise")
     assert SOURCE in [s.id for s in llmtraces.sources()]
 
 
-def test_demo_runs_offline_from_the_bundled_copy(home: Path, monkeypatch):
+def test_demo_runs_offline_from_the_bundled_copy(home: Path, monkeypatch, cli: Cli):
     monkeypatch.setenv("LLMTRACES_OFFLINE", "1")
-    code, out = run("demo")
-    assert code == 0, out
-    assert "bundled copy" in out and "8,819 requests" in out
-    assert "median input 1469 tokens, median output 13 tokens" in out
+    result = cli("demo")
+    assert result.exit_code == 0, result.output
+    assert "bundled copy" in result.output and "8,819 requests" in result.output
+    assert "median input 1469 tokens, median output 13 tokens" in result.output
     assert (home / "parquet" / f"source={SOURCE}" / "trace=code" / "part-0.parquet").is_file()
-    code, out = run("demo")
-    assert code == 0 and "already cached" in out
+    result = cli("demo")
+    assert result.exit_code == 0 and "already cached" in result.output
 
 
 def test_default_output_never_overwrites_the_input(tmp_path: Path, code_csv: Path,
-                                                   monkeypatch: pytest.MonkeyPatch):
+                                                   monkeypatch: pytest.MonkeyPatch, cli: Cli):
     monkeypatch.chdir(tmp_path)
-    code, text = run("convert", str(code_csv), "-o", "code.parquet")
-    assert code == 0, text
-    code, text = run("convert", "code.parquet")  # Parquet to Parquet, no -o
-    assert code == 0, text
+    result = cli("convert", str(code_csv), "-o", "code.parquet")
+    assert result.exit_code == 0, result.output
+    result = cli("convert", "code.parquet")  # Parquet to Parquet, no -o
+    assert result.exit_code == 0, result.output
     assert (tmp_path / "code.llmtraces.parquet").is_file()
     assert pq.read_table(tmp_path / "code.llmtraces.parquet").num_rows == 8819
 
 
 def test_default_output_names_say_the_format(tmp_path: Path, code_csv: Path,
-                                             monkeypatch: pytest.MonkeyPatch):
+                                             monkeypatch: pytest.MonkeyPatch, cli: Cli):
     monkeypatch.chdir(tmp_path)
     for to in ("mooncake", "vllm-timed-trace", "jsonl", "csv", "azure"):
-        code, text = run("convert", str(code_csv), "--to", to)
-        assert code == 0, text
+        result = cli("convert", str(code_csv), "--to", to)
+        assert result.exit_code == 0, result.output
     names = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".meta.json"))
     assert names == ["AzureLLMInferenceTrace_code.azure.csv", "AzureLLMInferenceTrace_code.csv",
                      "AzureLLMInferenceTrace_code.jsonl",
@@ -172,35 +168,39 @@ def test_default_output_names_say_the_format(tmp_path: Path, code_csv: Path,
 
 
 def test_convert_source_converts_what_is_cached_and_names_the_rest(test_registry, server,
-                                                                    home: Path):
+                                                                    home: Path, cli: Cli):
     # conv is on no server (404 everywhere); code comes from the copy in the package.
-    code, out = run("convert", SOURCE)
-    assert code == 1
+    result = cli("convert", SOURCE)
+    assert result.exit_code == 1
     code_pq = home / "parquet" / f"source={SOURCE}" / "trace=code" / "part-0.parquet"
-    assert f"{SOURCE} code: {code_pq} (8,819 rows)" in out
+    assert f"{SOURCE} code: {code_pq} (8,819 rows)" in result.output
     assert pq.read_metadata(code_pq).num_rows == 8819
-    assert f"Error: not converted, not in the cache: {SOURCE} conv (1 of 2 traces)" in out
-    assert f"could not fetch {CONV_NAME}: {server.url}/upstream/{CONV_NAME}: HTTP 404" in out
+    assert f"Error: not converted, not in the cache: {SOURCE} conv (1 of 2 traces)" \
+        in result.output
+    assert f"could not fetch {CONV_NAME}: {server.url}/upstream/{CONV_NAME}: HTTP 404" \
+        in result.output
     assert not (home / "parquet" / f"source={SOURCE}" / "trace=conv").exists()
 
 
-def test_convert_source_offline_converts_the_cached_trace(test_registry, mirror, home: Path):
-    run("fetch", SOURCE, "--trace", "code")
-    code, out = run("convert", SOURCE, "--offline")
-    assert code == 1 and f"{SOURCE} code: " in out
-    assert f"not converted, not in the cache: {SOURCE} conv (1 of 2 traces)" in out
-    assert f"`llmtraces fetch {SOURCE} --trace conv --file PATH`" in out
+def test_convert_source_offline_converts_the_cached_trace(test_registry, mirror, home: Path,
+                                                          cli: Cli):
+    cli("fetch", SOURCE, "--trace", "code")
+    result = cli("convert", SOURCE, "--offline")
+    assert result.exit_code == 1 and f"{SOURCE} code: " in result.output
+    assert f"not converted, not in the cache: {SOURCE} conv (1 of 2 traces)" in result.output
+    assert f"`llmtraces fetch {SOURCE} --trace conv --file PATH`" in result.output
     assert mirror.log == []
 
 
-def test_validate_source_names_unfetched_traces_without_failing(test_registry, home: Path):
-    run("fetch", SOURCE, "--trace", "code")
-    code, out = run("validate", SOURCE)
-    assert code == 0, out
+def test_validate_source_names_unfetched_traces_without_failing(test_registry, home: Path,
+                                                                cli: Cli):
+    cli("fetch", SOURCE, "--trace", "code")
+    result = cli("validate", SOURCE)
+    assert result.exit_code == 0, result.output
     conv = home / "raw" / SOURCE / CONV_NAME
     assert (f"notice: {conv}: not fetched, not checked; run "
-            f"`llmtraces fetch {SOURCE} --trace conv`") in out
-    assert out.splitlines()[-1] == "OK: 1 file(s) checked: 0 error(s), 0 warning(s)"
-    report = json.loads(run("validate", SOURCE, "--json")[1])
+            f"`llmtraces fetch {SOURCE} --trace conv`") in result.output
+    assert result.output.splitlines()[-1] == "OK: 1 file(s) checked: 0 error(s), 0 warning(s)"
+    report = json.loads(cli("validate", SOURCE, "--json").output)
     assert report["errors"] == 0 and len(report["notices"]) == 1
     assert not validate_source(SOURCE).failed(strict=True)

@@ -19,11 +19,9 @@ import jsonschema
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 import llmtraces
-from conftest import FIXTURES, REPO
-from llmtraces.cli import main
+from conftest import FIXTURES, REPO, Cli
 from llmtraces.errors import InvalidTraceError
 from llmtraces.formats import all_writers, get_writer, sniff
 from llmtraces.formats.unified_text import sidecar_path
@@ -149,7 +147,7 @@ def trace_meta(path: Path) -> dict:
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_unified_text_keeps_every_column_and_the_metadata(unified: dict[str, Path], fmt: str,
-                                                          tmp_path: Path):
+                                                          tmp_path: Path, cli: Cli):
     for trace in TRACES:
         out = export(unified, trace, fmt, tmp_path)
         assert sniff(out).name == f"llmtraces-{fmt}"
@@ -157,7 +155,7 @@ def test_unified_text_keeps_every_column_and_the_metadata(unified: dict[str, Pat
         assert (side["format"], side["file"], side["rows"]) == (f"llmtraces-{fmt}", out.name,
                                                                 llmtraces.load(out).num_rows)
         back = tmp_path / f"{trace}.parquet"
-        result = CliRunner().invoke(main, ["convert", str(out), "-o", str(back)])
+        result = cli("convert", str(out), "-o", str(back))
         assert result.exit_code == 0, result.output
         assert llmtraces.load(back).equals(llmtraces.load(unified[trace]))  # every column
         before, after = trace_meta(unified[trace]), trace_meta(back)
@@ -181,11 +179,11 @@ def test_without_sidecar_the_rows_still_read(unified: dict[str, Path], tmp_path:
     assert t.equals(llmtraces.load(unified["azure"]))
 
 
-def test_a_stale_sidecar_is_reported(unified: dict[str, Path], tmp_path: Path):
+def test_a_stale_sidecar_is_reported(unified: dict[str, Path], tmp_path: Path, cli: Cli):
     out = export(unified, "azure", "jsonl", tmp_path)
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:4]))
-    result = CliRunner().invoke(main, ["validate", str(out)])
+    result = cli("validate", str(out))
     assert "warning: the metadata sidecar describes 10 rows, the file has 4" in result.output
 
 
@@ -241,7 +239,8 @@ def test_csv_refuses_a_line_break_in_a_cell(tmp_path: Path):
     ("3000000000", "turn", "out of range for int32"),
 ])
 def test_bad_unified_csv_values_name_line_and_column(unified: dict[str, Path], tmp_path: Path,
-                                                     cell: str, column: str, message: str):
+                                                     cell: str, column: str, message: str,
+                                                     cli: Cli):
     out = export(unified, "azure", "csv", tmp_path)
     lines = out.read_text().splitlines()
     fields = next(csv.reader([lines[3]]))
@@ -250,7 +249,7 @@ def test_bad_unified_csv_values_name_line_and_column(unified: dict[str, Path], t
     csv.writer(buf, lineterminator="").writerow(fields)
     lines[3] = buf.getvalue()
     out.write_text("\n".join(lines) + "\n")
-    result = CliRunner().invoke(main, ["convert", str(out), "-o", str(tmp_path / "x.parquet")])
+    result = cli("convert", str(out), "-o", str(tmp_path / "x.parquet"))
     assert result.exit_code == 1
     first = result.output.strip().splitlines()[0]
     assert f"{out}:4: error: {column}: {message}" in first, first

@@ -28,7 +28,7 @@ from llmtraces.transforms import (
     to_table,
 )
 from llmtraces.transforms._math import Sampler, digamma, gamma_mle, trigamma, zipf_cdf, zipf_mle
-from llmtraces.transforms.modeled import ZipfLengths, length_bin
+from llmtraces.transforms.modeled import ResponseBin, ResponseLengths, ZipfLengths, length_bin
 
 
 def test_digamma_and_trigamma_known_values():
@@ -77,8 +77,6 @@ def base_model() -> TraceModel:
     windows = [GammaWindow(start_s=0.0, requests=0, gaps=0, alpha=0.5, beta=2.0),
                GammaWindow(start_s=2000.0, requests=0, gaps=0, alpha=1.5, beta=3.0),
                GammaWindow(start_s=4000.0, requests=0, gaps=0, alpha=2.0, beta=8.0)]
-    from llmtraces.transforms.modeled import ResponseBin, ResponseLengths
-
     # longer requests, longer and wider responses: bin b spans 5b .. 5b + 100(b+1) tokens
     bins = [ResponseBin(bin=b, lo=1, hi=1, count=100,
                         quantiles=[5 * b + j * (b + 1) for j in range(101)])

@@ -115,3 +115,22 @@ def test_sha256_from_the_hub_is_enforced(hub, monkeypatch, home):
     server.routes["/cdn/shard"] = Route(data[:-1] + b"0")
     with pytest.raises(DownloadError, match="sha256 is"):
         llmtraces.fetch("hub-test")
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (b"<html>Rate limit</html>", "not JSON"),
+    (b'{"error": "x"}', "JSON dict"),
+    (b'[1, "x"]', "item 0 has no string 'path'"),
+    (json.dumps([{"path": FILE, "size": -5}]).encode(), "field 'size'"),
+    (json.dumps([{"path": FILE, "lfs": {"oid": 7}}]).encode(), "field 'lfs.oid'"),
+])
+def test_malformed_tree_answer_is_one_line_without_the_token(hub, monkeypatch, home, body,
+                                                              field):
+    server, _ = hub
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    server.routes[f"/api/datasets/{REPO}/tree/main/data"] = Route(body)
+    with pytest.raises(DownloadError) as err:
+        llmtraces.fetch("hub-test")
+    msg = str(err.value)
+    assert field in msg and f"/api/datasets/{REPO}/tree/main/data" in msg
+    assert TOKEN not in msg

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 from httpserver import LoopbackServer, Route
 
 import llmtraces
-from conftest import FIXTURES, REPO, build_registry
-from llmtraces.cli import main
+from conftest import FIXTURES, REPO, Cli, build_registry, roundtrip
 from llmtraces.pipeline.convert import convert_file
 from llmtraces.registry import load_registry
 
@@ -28,10 +26,6 @@ DECODE = SAMPLES / "raw_decode.csv"
 PERFORMANCE = FIXTURES / "kavier" / "performance_tracing_head.csv"
 HEADER = "provider,gpu,engine,llm,requested_response_size,response_size,latency_s," \
          "throughput_tokens_per_s"
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
 
 
 def rows(path: Path, tmp_path: Path) -> list[dict]:
@@ -92,15 +86,12 @@ def test_decode_values(tmp_path: Path):
 
 @pytest.mark.parametrize("path", [PREFILL, DECODE], ids=["prefill", "decode"])
 def test_round_trip_is_byte_identical(tmp_path: Path, path: Path):
-    unified = tmp_path / "u.parquet"
-    convert_file(path, unified)
-    back = tmp_path / "back.csv"
-    convert_file(unified, back, to="kavier-measurements")
+    back = roundtrip(path, tmp_path, "kavier-measurements")
     assert back.read_bytes() == path.read_bytes()
 
 
 @pytest.mark.parametrize("path,n", [(PREFILL, 90), (DECODE, 110)], ids=["prefill", "decode"])
-def test_cli_recognises_the_files(tmp_path: Path, path: Path, n: int):
+def test_cli_recognises_the_files(tmp_path: Path, path: Path, n: int, cli: Cli):
     out = tmp_path / "o.parquet"
     result = cli("convert", str(path), "-o", str(out))
     assert result.exit_code == 0, result.output
@@ -114,10 +105,7 @@ def test_cli_recognises_the_files(tmp_path: Path, path: Path, n: int):
 def test_an_unpinned_file_round_trips(tmp_path: Path):
     src = tmp_path / "s.csv"
     src.write_text(f"{HEADER}\nX,G,E,m,10,2,0.5,24.00\n", encoding="utf-8")
-    unified = tmp_path / "u.parquet"
-    convert_file(src, unified)
-    back = tmp_path / "b.csv"
-    convert_file(unified, back, to="kavier-measurements")
+    back = roundtrip(src, tmp_path, "kavier-measurements")
     assert back.read_text(encoding="utf-8") == f"{HEADER}\nX,G,E,m,10,2,0.5,24.00\n"
 
 
@@ -132,7 +120,7 @@ def test_an_unpinned_file_round_trips(tmp_path: Path):
      "SURF,A10,vLLM 0.9.0, Llama-3-8B,64,1,0.053", "expected 8 fields"),
 ])
 def test_bad_rows_name_file_and_line(tmp_path: Path, body: str, line: int, column: str | None,
-                                     value: str, message: str):
+                                     value: str, message: str, cli: Cli):
     p = tmp_path / "bad.csv"
     p.write_text(f"{HEADER}\n{body}", encoding="utf-8")
     out = tmp_path / "bad.parquet"
@@ -146,7 +134,7 @@ def test_bad_rows_name_file_and_line(tmp_path: Path, body: str, line: int, colum
     assert not out.exists() and list(tmp_path.glob(".*tmp")) == []
 
 
-def test_decode_negative_size_is_an_error(tmp_path: Path):
+def test_decode_negative_size_is_an_error(tmp_path: Path, cli: Cli):
     p = tmp_path / "d.csv"
     p.write_text(DECODE.read_text(encoding="utf-8").splitlines()[0]
                  + "\nSURF,A10,vLLM 0.9.0, Llama-3-8B,16,-11,0.583,46.31", encoding="utf-8")
@@ -172,7 +160,7 @@ def kavier_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     return server
 
 
-def test_fetch_every_trace_from_a_mirror(kavier_mirror: LoopbackServer, home: Path):
+def test_fetch_every_trace_from_a_mirror(kavier_mirror: LoopbackServer, home: Path, cli: Cli):
     result = cli("fetch", "kavier", "--mirror", kavier_mirror.url)
     assert result.exit_code == 0, result.output
     raw = home / "raw" / "kavier"
@@ -184,7 +172,8 @@ def test_fetch_every_trace_from_a_mirror(kavier_mirror: LoopbackServer, home: Pa
     assert llmtraces.load("kavier", trace="surf_decode").column("arrival_us").null_count == 110
 
 
-def test_fetch_convert_validate_load_from_a_mirror(kavier_mirror: LoopbackServer, home: Path):
+def test_fetch_convert_validate_load_from_a_mirror(kavier_mirror: LoopbackServer, home: Path,
+                                                   cli: Cli):
     url = kavier_mirror.url
     result = cli("fetch", "kavier", "--trace", "surf_prefill", "--mirror", url)
     assert result.exit_code == 0, result.output

@@ -14,12 +14,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 from test_marconi import COMPARED, check_values
 
 import llmtraces
-from conftest import FIXTURES
-from llmtraces.cli import main
+from conftest import FIXTURES, Cli, roundtrip
 from llmtraces.errors import LLMTracesError
 from llmtraces.formats import _kavier as kavier_input  # the column logic of both forms
 from llmtraces.formats import get_format, sniff
@@ -31,10 +29,6 @@ CSV = FIXTURES / "marconi" / "input_marconi.csv"
 HEADER = "session_id,turn_id,ts,num_input_tokens,num_output_tokens,input_tokens,output_tokens"
 
 
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
 @pytest.fixture()
 def marconi_parquet(tmp_path: Path) -> Path:
     """The fixture's requests as pandas writes a Kavier Parquet: int64 ids, float64 ts, JSON
@@ -44,21 +38,13 @@ def marconi_parquet(tmp_path: Path) -> Path:
     return path
 
 
-def roundtrip(native: Path, tmp_path: Path, to: str, name: str = "back") -> Path:
-    unified = tmp_path / f"{name}.u.parquet"
-    convert_file(native, unified)
-    back = tmp_path / f"{name}.{to}"
-    convert_file(unified, back, to=to)
-    return back
-
-
 def same_table(a: Path, b: Path) -> None:
     ta, tb = pq.read_table(a), pq.read_table(b)
     assert ta.schema.equals(tb.schema, check_metadata=True), (ta.schema, tb.schema)
     assert ta.equals(tb)
 
 
-def test_pandas_parquet_is_recognised_and_read(marconi_parquet: Path, tmp_path: Path):
+def test_pandas_parquet_is_recognised_and_read(marconi_parquet: Path, tmp_path: Path, cli: Cli):
     schema = pq.read_schema(marconi_parquet)
     assert schema.field("input_tokens").type == pa.large_string()
     assert sniff(marconi_parquet).name == "kavier-parquet"
@@ -109,7 +95,7 @@ def test_other_arrow_types_round_trip(tmp_path: Path):
     path = tmp_path / "floats.parquet"
     floats.to_parquet(path)
     assert llmtraces.load(path).column("arrival_us").to_pylist() == [0, 100_000, 333_333, 0]
-    same_table(path, roundtrip(path, tmp_path, "kavier-parquet", "f"))
+    same_table(path, roundtrip(path, tmp_path, "kavier-parquet"))
 
 
 def test_csv_and_parquet_give_the_same_requests(marconi_parquet: Path, tmp_path: Path):
@@ -174,7 +160,7 @@ def write_kavier_parquet(tmp_path: Path, **columns: list) -> Path:
     ({"turn_id": [0, -2, 1]}, 2, "turn_id", "negative value", "-2"),
 ])
 def test_bad_parquet_rows_name_file_and_row(tmp_path: Path, columns: dict, line: int,
-                                            column: str, message: str, value: str | None):
+                                            column: str, message: str, value: str | None, cli: Cli):
     path = write_kavier_parquet(tmp_path, **columns)
     out = tmp_path / "bad.out.parquet"
     result = cli("convert", str(path), "-o", str(out))
@@ -186,7 +172,7 @@ def test_bad_parquet_rows_name_file_and_row(tmp_path: Path, columns: dict, line:
     assert not out.exists()
 
 
-def test_bad_parquet_schema(tmp_path: Path):
+def test_bad_parquet_schema(tmp_path: Path, cli: Cli):
     path = write_kavier_parquet(tmp_path, ts=[True, False, True])
     report = json.loads(cli("validate", str(path), "--json").output)
     assert [(p["column"], p["message"]) for p in report["problems"]] == [

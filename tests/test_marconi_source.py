@@ -16,12 +16,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from httpserver import LoopbackServer, Route
 
 import llmtraces
-from conftest import FIXTURES, build_registry
-from llmtraces.cli import main
+from conftest import FIXTURES, Cli, build_registry
 from llmtraces.fetching.repin import update_hashes
 from llmtraces.formats.parquet import read_metadata
 from llmtraces.registry import load_registry
@@ -30,10 +28,6 @@ JSONL = FIXTURES / "marconi" / "lmsys_sps=0.5_nums=2.jsonl"
 FILE_ID = "1D8f68sBWJHyCfJZdEYCBK2M0iHmSDE6M"
 LMSYS = "traces/lmsys_sps=0.5_nums=100.jsonl"
 SWE = "traces/swebench_sps=1_art=7.5_nums=100.jsonl"
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
 
 
 def tarball(members: dict[str, bytes], *, folder: bool = True) -> bytes:
@@ -78,7 +72,7 @@ def test_registry_lists_the_thirty_members():
     assert src.archives["traces"].gdrive is not None
 
 
-def test_fetch_convert_validate_load_from_a_mirror(marconi, home: Path):
+def test_fetch_convert_validate_load_from_a_mirror(marconi, home: Path, cli: Cli):
     server, data, _ = marconi
     r = cli("fetch", "marconi", "--trace", "lmsys_sps0.5", "--mirror", server.url)
     assert r.exit_code == 0, r.output
@@ -106,7 +100,8 @@ def test_fetch_convert_validate_load_from_a_mirror(marconi, home: Path):
                   if not p.name.endswith((".lock", ".verified"))) == ["traces.tar.gz"]
 
 
-def test_one_pass_converts_every_member_present_and_names_the_missing(marconi, home: Path):
+def test_one_pass_converts_every_member_present_and_names_the_missing(marconi, home: Path,
+                                                                       cli: Cli):
     server, _, _ = marconi
     assert cli("fetch", "marconi", "--mirror", server.url).exit_code == 0
     assert [p for p, _ in server.log].count("/marconi/traces.tar.gz") == 1  # once, 30 traces
@@ -121,7 +116,7 @@ def test_one_pass_converts_every_member_present_and_names_the_missing(marconi, h
     assert set(t.column("service").to_pylist()) == {"agent"}
 
 
-def test_an_archive_with_another_top_folder_matches_by_file_name(marconi, home: Path):
+def test_an_archive_with_another_top_folder_matches_by_file_name(marconi, home: Path, cli: Cli):
     server, _, _ = marconi
     server.routes["/marconi/traces.tar.gz"] = Route(tarball(
         {"./data/lmsys_sps=0.5_nums=100.jsonl": JSONL.read_bytes()}, folder=False))
@@ -132,7 +127,7 @@ def test_an_archive_with_another_top_folder_matches_by_file_name(marconi, home: 
     assert llmtraces.load("marconi", trace="lmsys_sps0.5").num_rows == 6
 
 
-def test_an_unsafe_member_stops_conversion(marconi, home: Path):
+def test_an_unsafe_member_stops_conversion(marconi, home: Path, cli: Cli):
     server, _, _ = marconi
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -148,7 +143,7 @@ def test_an_unsafe_member_stops_conversion(marconi, home: Path):
     assert not (home / "parquet" / "source=marconi").exists()
 
 
-def test_a_bad_record_in_a_member_names_member_and_line(marconi, home: Path):
+def test_a_bad_record_in_a_member_names_member_and_line(marconi, home: Path, cli: Cli):
     server, _, _ = marconi
     bad = JSONL.read_text().replace('"num_input_tokens": 11,', '"num_input_tokens": 12,', 1)
     server.routes["/marconi/traces.tar.gz"] = Route(tarball({LMSYS: bad.encode()}))
@@ -179,7 +174,8 @@ def test_the_mirror_is_tried_before_an_unreachable_drive(marconi, home: Path, mo
     assert got.path.read_bytes() == data
 
 
-def test_export_of_a_restricted_trace_carries_its_licence(marconi, home: Path, tmp_path: Path):
+def test_export_of_a_restricted_trace_carries_its_licence(marconi, home: Path, tmp_path: Path,
+                                                          cli: Cli):
     server, _, _ = marconi
     assert cli("convert", "marconi", "--trace", "lmsys_sps0.5", "--mirror", server.url
                ).exit_code == 0
@@ -197,7 +193,7 @@ def test_export_of_a_restricted_trace_carries_its_licence(marconi, home: Path, t
     assert not list(tmp_path.glob("a.parquet.LICENCE.txt"))
 
 
-def test_info_and_list_say_the_licence_flags():
+def test_info_and_list_say_the_licence_flags(cli: Cli):
     r = cli("info", "marconi")
     assert r.exit_code == 0
     assert "NOT redistributable, NON-COMMERCIAL" in r.output and "WARNING:" in r.output
@@ -216,7 +212,7 @@ def test_release_tooling_can_leave_restricted_sources_out():
                                                            allow_non_commercial=True)}
 
 
-def test_update_hashes_pins_the_archive_and_its_members(marconi, home: Path):
+def test_update_hashes_pins_the_archive_and_its_members(marconi, home: Path, cli: Cli):
     server, data, reg = marconi
     server.routes["/upstream/view?usp=sharing"] = Route(data)  # the pinned url, on loopback
     pins = update_hashes("marconi", "lmsys_sps0.5", registry=reg)

@@ -13,13 +13,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 from formatcheck import check_format
 from httpserver import LoopbackServer, Route
 
 import llmtraces
-from conftest import FIXTURES, REPO, build_registry
-from llmtraces.cli import main
+from conftest import FIXTURES, REPO, Cli, build_registry, roundtrip
 from llmtraces.formats import get_format, sniff
 from llmtraces.formats.mooncake import BlockIds
 from llmtraces.pipeline.convert import convert_file
@@ -37,10 +35,6 @@ def synthetic() -> Path:
     return FIXTURES / "mooncake" / NAME
 
 
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
 def head(path: Path, n: int) -> list[str]:
     with path.open(encoding="utf-8") as fh:
         return [next(fh).rstrip("\n") for _ in range(n)]
@@ -50,14 +44,6 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     p = tmp_path / name
     p.write_bytes(text.encode())
     return p
-
-
-def roundtrip(native: Path, tmp_path: Path, to: str = "mooncake") -> Path:
-    unified = tmp_path / "u.parquet"
-    convert_file(native, unified)
-    back = tmp_path / "back.jsonl"
-    convert_file(unified, back, to=to)
-    return back
 
 
 def check_first_and_last(t: pa.Table) -> None:
@@ -123,8 +109,8 @@ def test_real_trace_values(synthetic: Path):
         assert t.column(col).null_count == ROWS, col
 
 
-def test_real_trace_round_trips_byte_for_byte(synthetic: Path, tmp_path: Path):
-    back = roundtrip(synthetic, tmp_path)
+def test_real_trace_round_trips_byte_for_byte(synthetic: Path, tmp_path: Path, cli: Cli):
+    back = roundtrip(synthetic, tmp_path, "mooncake")
     assert back.read_bytes() == synthetic.read_bytes()
     # Straight from the native file too, and through the CLI.
     direct = tmp_path / "direct.jsonl"
@@ -136,7 +122,7 @@ def test_real_trace_round_trips_byte_for_byte(synthetic: Path, tmp_path: Path):
     assert out.read_bytes() == synthetic.read_bytes()
 
 
-def test_convert_path_recognises_the_format(synthetic: Path, tmp_path: Path):
+def test_convert_path_recognises_the_format(synthetic: Path, tmp_path: Path, cli: Cli):
     out = tmp_path / "s.parquet"
     result = cli("convert", str(synthetic), "-o", str(out))
     assert result.exit_code == 0, result.output
@@ -160,7 +146,7 @@ def test_convert_path_recognises_the_format(synthetic: Path, tmp_path: Path):
 
 def test_fetch_convert_validate_load_through_loopback(synthetic: Path, tmp_path: Path,
                                                       monkeypatch, server: LoopbackServer,
-                                                      home: Path):
+                                                      home: Path, cli: Cli):
     # The real registry entry: its pins are the real file's, only the URLs move to loopback.
     reg = build_registry(tmp_path / "registry", server.url, {})
     monkeypatch.setenv("LLMTRACES_REGISTRY", str(reg))
@@ -214,7 +200,7 @@ GOOD = '{"timestamp": 5, "input_length": 1000, "output_length": 7, "hash_ids": [
     ('{"timestamp": 5, "timestamp": 6, "input_length": 1000, "output_length": 7, '
      '"hash_ids": [0, 1]}', None, None, "key 'timestamp' appears twice"),
 ])
-def test_bad_lines_name_file_line_and_value(tmp_path: Path, bad, column, value, message):
+def test_bad_lines_name_file_line_and_value(tmp_path: Path, bad, column, value, message, cli: Cli):
     p = write(tmp_path, "bad.jsonl", f"{GOOD}\n{GOOD}\n{bad}\n{GOOD}\n")
     out = tmp_path / "bad.parquet"
     result = cli("convert", str(p), "-o", str(out))
@@ -231,7 +217,7 @@ def test_bad_lines_name_file_line_and_value(tmp_path: Path, bad, column, value, 
     assert report["errors"] >= 1 and report["problems"][0]["line"] == 3
 
 
-def test_problems_come_in_line_order(tmp_path: Path):
+def test_problems_come_in_line_order(tmp_path: Path, cli: Cli):
     # The value checks run after the line is parsed, yet line 2 is reported before line 3.
     bad_len = GOOD.replace("[0, 1]", "[0]")
     p = write(tmp_path, "o.jsonl", f"{GOOD}\n{bad_len}\nnot json\n{bad_len}\n")
@@ -274,7 +260,7 @@ def test_gzip_input_streams(synthetic: Path, tmp_path: Path):
     assert sniff(gz).name == "mooncake-jsonl"
     t = llmtraces.load(gz)
     assert t.drop_columns(["extra"]).equals(llmtraces.load(synthetic).drop_columns(["extra"]))
-    assert roundtrip(gz, tmp_path).read_bytes() == synthetic.read_bytes()
+    assert roundtrip(gz, tmp_path, "mooncake").read_bytes() == synthetic.read_bytes()
 
 
 @pytest.mark.parametrize("text", [
@@ -289,7 +275,7 @@ def test_gzip_input_streams(synthetic: Path, tmp_path: Path):
 ])
 def test_other_layouts_round_trip(tmp_path: Path, text: str):
     p = write(tmp_path, "t.jsonl", text)
-    assert roundtrip(p, tmp_path).read_bytes() == text.encode()
+    assert roundtrip(p, tmp_path, "mooncake").read_bytes() == text.encode()
 
 
 def test_session_id_and_unknown_keys(tmp_path: Path):
@@ -300,7 +286,7 @@ def test_session_id_and_unknown_keys(tmp_path: Path):
     assert t.column("extra").to_pylist() == ['{"delay": 5}']
 
 
-def test_out_of_order_timestamps_warn(tmp_path: Path):
+def test_out_of_order_timestamps_warn(tmp_path: Path, cli: Cli):
     p = write(tmp_path, "o.jsonl", GOOD.replace('"timestamp": 5', '"timestamp": 9') + "\n"
               + GOOD + "\n")
     t = llmtraces.load(p)
@@ -328,7 +314,7 @@ def test_sniff_tells_mooncake_from_bailian(synthetic: Path):
     assert not fmt.sniff("TIMESTAMP,ContextTokens,GeneratedTokens")
 
 
-def test_other_sources_get_consistent_hash_ids(code_csv: Path, tmp_path: Path):
+def test_other_sources_get_consistent_hash_ids(code_csv: Path, tmp_path: Path, cli: Cli):
     out = tmp_path / "code.jsonl"
     rows, _ = convert_file(code_csv, out, to="mooncake")
     records = [json.loads(line) for line in out.read_text().splitlines()]

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from click.testing import CliRunner
 
-from conftest import REPO, SOURCE
-from llmtraces.cli import main
+from conftest import REPO, SOURCE, Cli
 from llmtraces.errors import RegistryError
 from llmtraces.fetching.checksums import compute
 from llmtraces.formats import check_formats
@@ -61,7 +59,7 @@ def test_malformed_entry_names_file_and_field(tmp_path, old, new, field):
     assert f"{d / (SOURCE + '.toml')}: {field}" in str(err.value)
 
 
-def test_unknown_reader_is_refused_where_the_source_is_read(tmp_path, monkeypatch):
+def test_unknown_reader_is_refused_where_the_source_is_read(tmp_path, monkeypatch, cli: Cli):
     """The registry is models only; convert checks the reader names, naming the field."""
     d = bad_registry(tmp_path, 'format = "azure-csv"', 'format = "excel"')
     source = load_registry(d)[SOURCE]
@@ -69,7 +67,7 @@ def test_unknown_reader_is_refused_where_the_source_is_read(tmp_path, monkeypatc
                                             r"native format 'excel'"):
         check_formats(source)
     monkeypatch.setenv("LLMTRACES_REGISTRY", str(d))
-    result = CliRunner().invoke(main, ["convert", SOURCE, "--trace", "code"])
+    result = cli("convert", SOURCE, "--trace", "code")
     assert result.exit_code != 0 and "format: unknown native format 'excel'" in result.output
 
 
@@ -101,10 +99,10 @@ def test_not_toml_is_refused(tmp_path):
         load_registry(d)
 
 
-def test_cli_fails_loudly_on_a_bad_registry(tmp_path, monkeypatch):
+def test_cli_fails_loudly_on_a_bad_registry(tmp_path, monkeypatch, cli: Cli):
     d = bad_registry(tmp_path, "rows = 8819", "rows = -1")
     monkeypatch.setenv("LLMTRACES_REGISTRY", str(d))
-    result = CliRunner().invoke(main, ["list"])
+    result = cli("list")
     assert result.exit_code == 1 and "traces.code.file.rows" in result.output
 
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from click.testing import CliRunner
 from httpserver import Route
 
 import llmtraces
-from conftest import CONV_NAME, SOURCE
-from llmtraces.cli import main
+from conftest import CONV_NAME, SOURCE, Cli
 from llmtraces.errors import DownloadError
 
 
-def test_update_hashes_repins_a_changed_upstream(test_registry, server, conv_csv, home):
+def test_update_hashes_repins_a_changed_upstream(test_registry, server, conv_csv, home, cli: Cli):
     changed = conv_csv.read_bytes() + b"\r\n2023-11-16 18:15:56.0000000,10,20"
     server.routes[f"/upstream/{CONV_NAME}"] = Route(changed)
     toml = test_registry / f"{SOURCE}.toml"
@@ -22,8 +20,7 @@ def test_update_hashes_repins_a_changed_upstream(test_registry, server, conv_csv
     with pytest.raises(DownloadError, match="a changed upstream"):
         llmtraces.fetch(SOURCE, "conv")
 
-    result = CliRunner().invoke(main, ["registry", "update-hashes", SOURCE, "--trace", "conv",
-                                       "-q"])
+    result = cli("registry", "update-hashes", SOURCE, "--trace", "conv", "-q")
     assert result.exit_code == 0, result.output
     sha = hashlib.sha256(changed).hexdigest()
     assert f"{SOURCE} conv: {len(changed):,} bytes, sha256 {sha}" in result.output
@@ -41,14 +38,14 @@ def test_update_hashes_repins_a_changed_upstream(test_registry, server, conv_csv
 
 
 def test_update_hashes_of_every_trace_needs_every_file(test_registry, server, code_csv,
-                                                      conv_csv):
+                                                      conv_csv, cli: Cli):
     server.routes[f"/upstream/{CONV_NAME}"] = Route(conv_csv.read_bytes())
-    result = CliRunner().invoke(main, ["registry", "update-hashes", SOURCE, "-q"])
+    result = cli("registry", "update-hashes", SOURCE, "-q")
     assert result.exit_code == 1 and "AzureLLMInferenceTrace_code.csv: HTTP 404" in result.output
     server.routes["/upstream/AzureLLMInferenceTrace_code.csv"] = Route(code_csv.read_bytes())
     toml = test_registry / f"{SOURCE}.toml"
     before = toml.read_text(encoding="utf-8")
-    result = CliRunner().invoke(main, ["registry", "update-hashes", SOURCE, "-q"])
+    result = cli("registry", "update-hashes", SOURCE, "-q")
     assert result.exit_code == 0, result.output
     # Nothing changed upstream, so the pins are the same values (md5/git_blob now added).
     after = toml.read_text(encoding="utf-8")
@@ -57,8 +54,8 @@ def test_update_hashes_of_every_trace_needs_every_file(test_registry, server, co
             assert line in after
 
 
-def test_update_hashes_unknown_source(test_registry):
-    result = CliRunner().invoke(main, ["registry", "update-hashes", "nope"])
+def test_update_hashes_unknown_source(test_registry, cli: Cli):
+    result = cli("registry", "update-hashes", "nope")
     assert result.exit_code == 1 and "unknown source 'nope'" in result.output
 
 

@@ -25,6 +25,7 @@ pytest.importorskip("aiohttp")
 from replay_helpers import RecordingServer  # noqa: E402
 
 import llmtraces  # noqa: E402
+from conftest import Cli  # noqa: E402
 from llmtraces.replay import client, metrics  # noqa: E402
 from llmtraces.replay.errors import ReplayError  # noqa: E402
 from llmtraces.replay.prompts import TextRenderer, id_range  # noqa: E402
@@ -397,37 +398,27 @@ def test_connection_refused_is_classified():
     assert out.error == "connection_refused" and out.status is None
 
 
-def test_a_down_server_is_one_clear_error(tmp_path):
-    from click.testing import CliRunner
-
-    from llmtraces.cli import main
-
+def test_a_down_server_is_one_clear_error(tmp_path, cli: Cli):
     url = f"http://127.0.0.1:{_free_port()}"
     with pytest.raises(ReplayError, match="cannot reach the server .*connection refused"):
         replay(tiny_trace(), tmp_path / "o", cfg(url))
     path = llmtraces.testing.write_tiny_trace(tmp_path / "tiny.parquet")
-    res = CliRunner().invoke(main, ["replay", str(path), "--endpoint", url, "-o",
-                                    str(tmp_path / "cli")])
+    res = cli("replay", str(path), "--endpoint", url, "-o", str(tmp_path / "cli"))
     assert res.exit_code == 1
     assert res.output.strip().splitlines() == [
         f"Error: cannot reach the server at {url} (connection refused: is the server running "
         "on that port?)"]
 
 
-def test_api_key_is_sent_and_never_written(tmp_path, monkeypatch):
-    from click.testing import CliRunner
-
-    from llmtraces.cli import main
-
+def test_api_key_is_sent_and_never_written(tmp_path, monkeypatch, cli: Cli):
     key = "sk-test-secret-123"
     path = llmtraces.testing.write_tiny_trace(tmp_path / "tiny.parquet")
     with SimServer(api_key=key, **FAST) as srv:
         with pytest.raises(ReplayError, match="refused the API key"):
             replay(tiny_trace(), tmp_path / "no", cfg(srv.url))
         monkeypatch.setenv("OPENAI_API_KEY", key)
-        res = CliRunner().invoke(main, ["replay", str(path), "--endpoint", srv.url,
-                                        "--speedup", "20", "-o", str(tmp_path / "o"),
-                                        "--json"])
+        res = cli("replay", str(path), "--endpoint", srv.url, "--speedup", "20", "-o",
+                  str(tmp_path / "o"), "--json")
     assert res.exit_code == 0, res.output
     assert key not in res.output
     assert json.loads(res.output)["metrics"]["requests"]["ok"] == 12

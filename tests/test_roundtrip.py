@@ -7,20 +7,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 import llmtraces
-from llmtraces.cli import main
+from conftest import Cli, roundtrip
 from llmtraces.errors import InvalidTraceError
 from llmtraces.pipeline.convert import convert_file
-
-
-def roundtrip(native: Path, tmp_path: Path, to: str) -> Path:
-    unified = tmp_path / "u.parquet"
-    convert_file(native, unified)
-    back = tmp_path / ("back" + "".join(native.suffixes))
-    convert_file(unified, back, to=to)
-    return back
 
 
 def test_azure_2023_real_file_comes_back_byte_for_byte(code_csv: Path, tmp_path: Path):
@@ -55,14 +46,14 @@ def test_azure_2025_gzip_values_come_back(tmp_path: Path):
     assert back.read_text() == text  # written uncompressed, same text
 
 
-def test_export_via_cli_and_overwrite_guard(code_csv: Path, tmp_path: Path):
+def test_export_via_cli_and_overwrite_guard(code_csv: Path, tmp_path: Path, cli: Cli):
     unified = tmp_path / "code.parquet"
-    assert CliRunner().invoke(main, ["convert", str(code_csv), "-o", str(unified)]).exit_code == 0
+    assert cli("convert", str(code_csv), "-o", str(unified)).exit_code == 0
     out = tmp_path / "again.csv"
-    result = CliRunner().invoke(main, ["convert", str(unified), "--to", "azure", "-o", str(out)])
+    result = cli("convert", str(unified), "--to", "azure", "-o", str(out))
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == code_csv.read_bytes()
-    result = CliRunner().invoke(main, ["convert", str(out), "--to", "azure", "-o", str(out)])
+    result = cli("convert", str(out), "--to", "azure", "-o", str(out))
     assert result.exit_code == 1 and "would overwrite the input" in result.output
 
 

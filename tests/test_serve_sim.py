@@ -20,6 +20,7 @@ import pytest
 aiohttp = pytest.importorskip("aiohttp")
 requests = pytest.importorskip("requests")
 
+from conftest import Cli  # noqa: E402
 from llmtraces.serve.sim import FAULT_HEADER, SimConfig, SimServer  # noqa: E402
 
 FAST = {"prefill_tps": 1_000_000.0, "decode_tps": 10_000.0}
@@ -562,12 +563,8 @@ def test_config_is_checked():
     assert SimConfig().decode_step_s(0) == 0.0
 
 
-def test_cli_serves_until_terminated(tmp_path):
-    from click.testing import CliRunner
-
-    from llmtraces.cli import main
-
-    bad = CliRunner().invoke(main, ["serve-sim", "--batch-slots", "0"])
+def test_cli_serves_until_terminated(tmp_path, cli: Cli):
+    bad = cli("serve-sim", "--batch-slots", "0")
     assert bad.exit_code == 2 and "batch_slots must be > 0" in bad.output
     proc = subprocess.Popen(
         [sys.executable, "-c", "from llmtraces.cli import main; main()", "serve-sim",

@@ -17,12 +17,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from httpserver import LoopbackServer, Route
 
 import llmtraces
-from conftest import FIXTURES, build_registry
-from llmtraces.cli import main
+from conftest import FIXTURES, Cli, build_registry
 from llmtraces.errors import ChecksumError
 from llmtraces.fetching.repin import update_hashes
 from llmtraces.formats.parquet import read_metadata
@@ -30,10 +28,6 @@ from llmtraces.registry import load_dir, load_registry
 
 RECORD = "15858418"
 KAVIER = FIXTURES / "kavier-traces"
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
 
 
 def kavier_zip() -> bytes:
@@ -75,7 +69,7 @@ def archive(tmp_path: Path, server: LoopbackServer, monkeypatch: pytest.MonkeyPa
     return server, reg
 
 
-def test_registry_entry_lists_files_at_fetch_time():
+def test_registry_entry_lists_files_at_fetch_time(cli: Cli):
     src = llmtraces.source("llm-trace-archive")
     assert src.discover is not None and src.discover.zenodo == RECORD
     assert src.traces == {} and src.format == "auto"
@@ -87,7 +81,7 @@ def test_registry_entry_lists_files_at_fetch_time():
     assert r.exit_code == 1 and "run `llmtraces fetch` once online" in r.output
 
 
-def test_fetch_convert_load_every_file_of_the_record(archive, home: Path):
+def test_fetch_convert_load_every_file_of_the_record(archive, home: Path, cli: Cli):
     server, _ = archive
     r = cli("fetch", "llm-trace-archive")
     assert r.exit_code == 0, r.output
@@ -133,13 +127,13 @@ def test_bytes_that_differ_from_the_record_md5_are_refused(archive, home: Path):
     assert not (home / "raw" / "llm-trace-archive" / "BurstGPT_1.csv").exists()
 
 
-def test_an_unknown_trace_names_the_ones_there_are(archive):
+def test_an_unknown_trace_names_the_ones_there_are(archive, cli: Cli):
     r = cli("fetch", "llm-trace-archive", "--trace", "nope")
     assert r.exit_code == 1
     assert "no trace 'nope'" in r.output and "marconi_all_traces" in r.output
 
 
-def test_update_hashes_pins_the_discovered_files(archive, home: Path):
+def test_update_hashes_pins_the_discovered_files(archive, home: Path, cli: Cli):
     server, reg = archive
     pins = update_hashes("llm-trace-archive", registry=reg)
     assert {p.trace for p in pins} == {"Kavier_Traces", "Kavier_Traces.Kavier_Traces_raw_prefill",

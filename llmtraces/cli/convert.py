@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from ..atomic import signals_interrupt
 from ..errors import DownloadError, LLMTracesError, NotCachedError
 from ..fetching.download import fetch
 from ..formats import all_writers, get_writer
@@ -16,7 +17,7 @@ from ..pipeline.convert import convert_file, convert_source, source_of
 from ..registry import Source
 from ..report import Report
 from ..transforms import Plan
-from ._common import log_to_stderr, root, show_progress
+from ._common import check_positive, log_to_stderr, parse_window, root, show_progress
 
 
 def _warn(report: Report, quiet: bool) -> None:
@@ -105,6 +106,7 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
     --merge, --model/--service/--failed, --window, --sample, --head, --rebase, then --speedup
     or --rps. Each is recorded in the output's metadata (transforms).
     """
+    ctx.with_resource(signals_interrupt())  # SIGTERM/SIGHUP clean up as Ctrl-C does
     options = {"tokenizer": tokenizer} if tokenizer else {}
     plan = _plan(merge, models, services, failed, window, sample_spec, seed, head, rebase,
                  speedup, rps)
@@ -197,16 +199,7 @@ def _plan(merge: tuple[Path, ...], models: tuple[str, ...], services: tuple[str,
           failed: bool | None, window: str | None, sample_spec: str | None, seed: int,
           head: int | None, rebase: bool, speedup: float | None, rps: float | None) -> Plan:
     """The transforms the options ask for, checked before anything is read."""
-    span = None
-    if window is not None:
-        start, sep, length = window.partition(":")
-        if not sep:
-            raise click.BadParameter(f"expected START:DURATION in seconds, e.g. 3600:1200 "
-                                     f"(got {window!r})", param_hint="--window")
-        span = (_float("--window", start), _float("--window", length))
-        if not span[1] > 0 or not span[0] >= 0:
-            raise click.BadParameter(f"START must be >= 0 and DURATION > 0 (got {window!r})",
-                                     param_hint="--window")
+    span = parse_window(window)
     fraction = count = None
     if sample_spec is not None:
         if sample_spec.isdigit() and int(sample_spec) >= 1:
@@ -217,9 +210,8 @@ def _plan(merge: tuple[Path, ...], models: tuple[str, ...], services: tuple[str,
                 raise click.BadParameter(
                     f"a fraction in (0, 1) such as 0.1, or a number of requests >= 1 "
                     f"(got {sample_spec!r})", param_hint="--sample")
-    for name, value in (("--speedup", speedup), ("--rps", rps)):
-        if value is not None and not 0 < value < float("inf"):
-            raise click.BadParameter(f"must be > 0 (got {value})", param_hint=name)
+    check_positive("--speedup", speedup)
+    check_positive("--rps", rps)
     if speedup is not None and rps is not None:
         raise click.UsageError("--speedup and --rps both set the time scale; give one")
     return Plan(merge=list(merge), model=list(models), service=list(services), failed=failed,

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..fetching.download import fetch
+from ..fetching.stamps import pin_kind
 from ._common import log_to_stderr, root, show_progress
 
 
@@ -34,5 +35,8 @@ def command(ctx: click.Context, source_id: str, trace: str | None, mirror: str |
     if quiet:
         return
     for f in done:
-        how = "already cached and valid" if f.origin == "cache" else f"verified, from {f.origin}"
+        unpinned = pin_kind(f.path) == "unpinned"  # nothing to verify against
+        how = ("already cached" + (" (unpinned)" if unpinned else " and valid")
+               if f.origin == "cache" else
+               f"{'unpinned' if unpinned else 'verified'}, from {f.origin}")
         click.echo(f"{f.source} {f.trace}: {f.path} ({how})")

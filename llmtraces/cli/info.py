@@ -22,7 +22,8 @@ def command(ctx: click.Context, source_id: str, as_json: bool) -> None:
     """Show everything the registry knows about SOURCE_ID, and what is cached."""
     home = root(ctx)
     s = get_source(source_id)
-    if s.discover is not None:  # only these need the host listing code (and its HTTP client)
+    if s.discover is not None:
+        # lazy: `info` start-up; discover imports requests, needed only for a listed source
         from ..fetching.discover import with_discovered
 
         s = with_discovered(s, home)
@@ -81,6 +82,7 @@ def command(ctx: click.Context, source_id: str, as_json: bool) -> None:
 
 def _listing(s: Source, home: Path) -> None:
     """Where a source's file list comes from, and what its last fetch skipped."""
+    # lazy: `info` start-up; discover imports requests, needed only for a listed source
     from ..fetching.discover import saved_listing, skipped
 
     assert s.discover is not None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..fetching.repin import update_hashes
 from ._common import log_to_stderr, show_progress
 
 
@@ -29,8 +30,6 @@ def update_hashes_command(source_id: str, trace: str | None, registry_dir: Path 
     Comments and every other field stay as they are; the new file is validated before it
     replaces the old one. Review the diff, and re-check row counts with `llmtraces validate`.
     """
-    from ..fetching.repin import update_hashes
-
     pins = update_hashes(source_id, trace, registry=registry_dir, mirror=mirror,
                          show_progress=show_progress(quiet), log=log_to_stderr(quiet))
     for p in pins:

@@ -11,23 +11,12 @@ from typing import Any
 
 import click
 
+from ..api import unified_path
 from ..replay.errors import ReplayError
 from ..replay.metrics import Slo, parse_percentiles
+from ..replay.options import check_out
 from ..replay.schedule import ARRIVALS, Timing
-from ._common import root
-
-
-def _window(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    start, sep, dur = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        return float(start), float(dur)
-    except ValueError:
-        raise click.BadParameter(f"expected START:DURATION in seconds (got {text!r})",
-                                 param_hint="--window") from None
+from ._common import parse_window, root
 
 
 def _fmt_ms(x: float | None) -> str:
@@ -141,7 +130,10 @@ def table(summary: dict[str, Any]) -> str:
 @click.option("--grace", type=float, default=5.0, show_default=True, metavar="S",
               help="After Ctrl-C, wait this long for requests in flight.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder: requests.parquet, summary.json, timeseries.parquet.")
+              help="Output folder: requests.parquet, summary.json, timeseries.parquet; a new "
+                   "or empty one unless --overwrite.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier run's outputs in -o (once the server has answered).")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of a table.")
 @click.option("-q", "--quiet", is_flag=True, help="No table, no progress line.")
 @click.pass_context
@@ -153,7 +145,7 @@ def command(ctx: click.Context, trace: str, trace_id: str | None, endpoint: str,
             max_requests: int | None, duration: float | None, arrivals: str, cv: float,
             modeled: bool, skip_failed: bool, max_concurrency: int | None, timeout: float,
             slo: str | None, window_s: float, percentiles: str, grace: float, output: Path,
-            as_json: bool, quiet: bool) -> None:
+            overwrite: bool, as_json: bool, quiet: bool) -> None:
     """Replay TRACE (a registry id or a trace file) against an OpenAI-compatible server.
 
     Requests go out at the trace's arrival times (or scaled / synthetic ones), with prompts
@@ -162,6 +154,8 @@ def command(ctx: click.Context, trace: str, trace_id: str | None, endpoint: str,
     requests.parquet. See docs/replay.md. Needs aiohttp: pip install 'llmtraces[replay]'.
     """
     try:
+        # `replay --help` works without aiohttp; a run without it gets the install hint below
+        # lazy: optional dependency, aiohttp (the [replay] extra) loads only when `replay` runs
         from ..replay.runner import ReplayConfig, replay
     except ImportError as exc:
         raise click.ClickException(
@@ -178,18 +172,16 @@ def command(ctx: click.Context, trace: str, trace_id: str | None, endpoint: str,
             stream=stream, prompt_format=prompt_format, prompt_source=prompt_source,
             vocab_size=vocab_size, tokenizer=tokenizer, ignore_eos=ignore_eos,
             default_output_tokens=default_output_tokens, seed=seed,
-            timing=Timing(speedup=speedup, rps=rps, window=_window(window_),
+            timing=Timing(speedup=speedup, rps=rps, window=parse_window(window_),
                           max_requests=max_requests, duration_s=duration, arrivals=arrivals,
                           cv=cv, modeled=modeled, seed=seed, skip_failed=skip_failed),
             max_concurrency=max_concurrency, timeout_s=timeout, slo=Slo.parse(slo),
             window_s=window_s, percentiles=parse_percentiles(percentiles), grace_s=grace,
-            progress=not quiet and not as_json and sys.stderr.isatty())
-    except ValueError as exc:
+            progress=not quiet and not as_json and sys.stderr.isatty(),
+            overwrite=overwrite).check()
+    except (ValueError, ReplayError) as exc:  # one line naming the option (never a secret)
         raise click.UsageError(str(exc)) from None
-    if window_s <= 0:
-        raise click.BadParameter("must be > 0", param_hint="--window-s")
-    from ..api import unified_path
-
+    check_out(output, overwrite)  # before a registry source is fetched or converted
     as_path = Path(trace).expanduser()
     source: str | os.PathLike[str] = as_path if as_path.exists() else trace
     with unified_path(source, trace_id, root=root(ctx)) as path:

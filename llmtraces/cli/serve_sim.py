@@ -74,6 +74,8 @@ def command(host: str, port: int, model: str, prefill_tps: float, decode_tps: fl
     faults, as documented in docs/servers.md. Needs aiohttp: pip install 'llmtraces[replay]'.
     """
     try:
+        # `serve-sim --help` works without aiohttp; a run without it gets the install hint below
+        # lazy: optional dependency, aiohttp (the [replay] extra) loads only when serve-sim runs
         from ..serve.sim import SimServer
     except ImportError as exc:
         raise click.ClickException(

@@ -14,6 +14,7 @@ import fnmatch
 import shutil
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, cast
@@ -28,6 +29,10 @@ _CHUNK = 1 << 20
 
 class UnsafeArchiveError(LLMTracesError):
     """An archive member that could write or read outside its place, or too many bytes."""
+
+
+class CorruptArchiveError(LLMTracesError):
+    """A member whose bytes do not match its header (CRC, size, truncated stream)."""
 
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -79,7 +84,11 @@ class _Bounded:
 
     def read(self, size: int = -1) -> bytes:
         # tarfile never returns more than the member's declared size, checked against the budget
-        data = self.raw.read(size if size is not None and size >= 0 else -1)
+        try:
+            data = self.raw.read(size if size is not None and size >= 0 else -1)
+        except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as exc:
+            raise CorruptArchiveError(f"{self.archive}: member {self.name!r} is damaged or its "
+                                      f"header lies about its size ({exc}); refused") from None
         self.budget[0] -= len(data)
         if self.budget[0] < 0:
             raise UnsafeArchiveError(f"{self.archive}: member {self.name!r}: more bytes than "

@@ -14,16 +14,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import requests
 
 from ..atomic import atomic_path
-from ..errors import LLMTracesError
+from ..errors import DownloadError, LLMTracesError
 from ..paths import listing_path, raw_dir
-from ..registry import FileEntry, Member, Source, Trace, ZenodoRef
+from ..registry import FileEntry, Member, Source, Trace, ZenodoRef, file_name_problem
 from .archive import is_archive, list_members
 from .backends import zenodo
+from .backends.zenodo import RecordFile
 from .stamps import is_cached
 
 #: Files that hold one trace each (compressed forms included).
@@ -42,51 +42,63 @@ def trace_id_for(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "file"
 
 
-def refresh_listing(source: Source, root: Path, session: requests.Session,
-                    timeout: float) -> list[dict[str, Any]]:
-    """Ask the host for the source's file list and keep it in the cache (atomically)."""
+def refresh_listing(source: Source, root: Path, session: requests.Session, timeout: float,
+                    trace: str | None = None) -> list[RecordFile]:
+    """The source's file list: the one saved in the cache when there is one that knows
+    ``trace`` (a record version's files never change, so convert works offline), else the
+    host's, checked and saved (atomically)."""
     assert source.discover is not None
-    files = zenodo.record_files(session, source.discover.zenodo, timeout)
+    saved = saved_listing(source, root)
+    if saved is not None and (trace is None or _knows(with_discovered(source, root), trace)):
+        return saved
+    record = source.discover.zenodo
+    files = zenodo.record_files(session, record, timeout)
     path = listing_path(source.id, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"zenodo": source.discover.zenodo, "files": files},
-                                  indent=1), encoding="utf-8")
-    return files
+        tmp.write_text(json.dumps({"zenodo": record, "files": files}, indent=1),
+                       encoding="utf-8")
+    return zenodo.parse_files(record, files)
 
 
-def saved_listing(source: Source, root: Path) -> list[dict[str, Any]] | None:
-    """The file list saved by the last online fetch, or None."""
+def _knows(source: Source, trace: str) -> bool:
+    """Whether ``trace`` names a trace or an archive of ``source``."""
+    return trace in source.traces or trace in source.archives
+
+
+def saved_listing(source: Source, root: Path) -> list[RecordFile] | None:
+    """The file list saved by the last online fetch, or None (also when it is unreadable or
+    not a valid record listing: the next online fetch replaces it)."""
     try:
         data = json.loads(listing_path(source.id, root).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    if source.discover is None or data.get("zenodo") != source.discover.zenodo:
+    if source.discover is None or not isinstance(data, dict) or \
+            data.get("zenodo") != source.discover.zenodo:
         return None  # the registry now points at another record version
-    files: list[dict[str, Any]] = data.get("files") or []
-    return files
+    try:
+        return zenodo.parse_files(source.discover.zenodo, data.get("files") or [])
+    except DownloadError:
+        return None
 
 
-def _entry(record: str, f: dict[str, Any]) -> FileEntry:
-    key = str(f.get("key"))
-    if "/" in key or "\\" in key or not key:
-        raise LLMTracesError(f"Zenodo record {record}: file key {key!r} is not a plain name")
-    algo, _, digest = str(f.get("checksum", "")).partition(":")
-    links = f.get("links") or {}
-    url = links.get("content") or links.get("self") or \
-        f"{zenodo.DEFAULT_BASE}/records/{record}/files/{key}?download=1"
-    size = f.get("size")
-    return FileEntry(name=key, url=str(url), size=size if isinstance(size, int) else None,
-                     md5=digest if algo == "md5" and re.fullmatch(r"[0-9a-f]{32}", digest)
-                     else None, zenodo=ZenodoRef(record=record, key=key),
-                     unverified=None if algo == "md5" else "the record gives no md5")
+def is_trace_file(key: str) -> bool:
+    """Whether a record file is a trace or an archive of traces (by its suffix); a hidden
+    name (``.x.csv``) is not, as the cache keeps those names for its own files."""
+    return key.lower().endswith(DATA_SUFFIXES + ARCHIVE_SUFFIXES) and not file_name_problem(key)
+
+
+def _entry(record: str, f: RecordFile) -> FileEntry:
+    """The registry entry of a listed data file or archive, pinned by the record."""
+    return FileEntry(name=f.key, url=f.download_url(record, zenodo.DEFAULT_BASE), size=f.size,
+                     md5=f.md5, zenodo=ZenodoRef(record=record, key=f.key),
+                     unverified=None if f.md5 else "the record gives no md5")
 
 
 def skipped(source: Source, root: Path) -> list[str]:
     """Record files that are not traces (documentation, papers), for ``info`` and ``fetch``."""
     files = saved_listing(source, root) or []
-    return [str(f.get("key")) for f in files
-            if not str(f.get("key", "")).lower().endswith(DATA_SUFFIXES + ARCHIVE_SUFFIXES)]
+    return [f.key for f in files if not is_trace_file(f.key)]
 
 
 def _unique(tid: str, taken: set[str]) -> str:
@@ -114,9 +126,9 @@ def with_discovered(source: Source, root: Path) -> Source:
     traces, archives = dict(source.traces), dict(source.archives)
     taken = set(traces) | set(archives)
     for f in files:
-        key = str(f.get("key", ""))
+        key = f.key
         low = key.lower()
-        if key in pinned or not low.endswith(DATA_SUFFIXES + ARCHIVE_SUFFIXES):
+        if key in pinned or not is_trace_file(key):
             continue
         entry = _entry(record, f)
         tid = _unique(trace_id_for(key), taken)

@@ -4,70 +4,45 @@ Every file of every source goes through :func:`fetch_file`. Bytes land in ``<nam
 to the final path, are verified against the registry pin, and only then renamed into place, so
 the cache never holds an unverified file. A ``file://`` URL (the bundled copy, ``--file``) takes
 the same path as an HTTP one. pooch is not used: it has no HTTP Range resume, no size-first
-check, no ordered mirror list and no git-blob checksum, which are most of this module.
+check, no ordered mirror list and no git-blob checksum, which are most of this module. The
+bytes of one URL (HTTP session, retries, resume) are moved by :mod:`.transfer`.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
-from urllib.parse import unquote, urlparse
-from urllib.request import url2pathname
+from typing import Any
+from urllib.parse import urlparse
 
-import requests
-import urllib3
-from filelock import FileLock
-from requests.adapters import HTTPAdapter
-from tqdm import tqdm
-from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
-from urllib3.util.retry import Retry
+from filelock import FileLock, Timeout
 
-from .._version import __version__
 from ..errors import ChecksumError, DownloadError, LLMTracesError, NotCachedError
 from ..paths import bundled_dir, home, lock_path, part_path, raw_dir, rejected_path
 from ..registry import FileEntry, Source, get_source
 from .backends import backend_for
-from .checksums import CHUNK, mismatch
+from .checksums import mismatch, strongest
 from .discover import refresh_listing, skipped, with_discovered
+from .sniff import sniff
 from .stamps import is_cached, write_stamp
-
-USER_AGENT = f"llmtraces/{__version__} (+https://pypi.org/project/llmtraces/)"
-Log = Callable[[str], None]
+from .transfer import (
+    DiskError,
+    Log,
+    Settings,
+    Unreachable,
+    copy_local,
+    download_http,
+    env_offline,
+    http_session,
+)
 
 
 def quiet_log(_: str) -> None:
     return None
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Network knobs, read from the environment so clusters can set them once."""
-
-    tries: int = 5
-    timeout_s: float = 60.0
-    backoff_s: float = 1.0
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        def num(name: str, default: float) -> float:
-            raw = os.environ.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                return float(raw)
-            except ValueError:
-                raise LLMTracesError(f"${name}={raw!r}: expected a number") from None
-
-        return cls(tries=max(1, int(num("LLMTRACES_DL_TRIES", cls.tries))),
-                   timeout_s=num("LLMTRACES_DL_TIMEOUT", cls.timeout_s),
-                   backoff_s=num("LLMTRACES_DL_BACKOFF", cls.backoff_s))
 
 
 @dataclass(frozen=True)
@@ -78,11 +53,6 @@ class Fetched:
     trace: str
     path: Path
     origin: str
-
-
-def env_offline() -> bool:
-    """Whether ``$LLMTRACES_OFFLINE`` asks never to touch the network."""
-    return os.environ.get("LLMTRACES_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
 def candidate_urls(source: Source, entry: FileEntry, mirror: str | None = None) -> list[str]:
@@ -97,134 +67,6 @@ def candidate_urls(source: Source, entry: FileEntry, mirror: str | None = None) 
     urls.append(entry.url)
     urls.extend(entry.mirrors)
     return list(dict.fromkeys(urls))
-
-
-class _Retry(Retry):
-    """urllib3's retries, less those on a host that cannot be reached at all: an unknown name,
-    a refused connection or no route fail the same way on every try (a connect timeout, a
-    429/5xx or a reset are still retried)."""
-
-    def increment(self, method: str | None = None, url: str | None = None,
-                  response: Any = None, error: Exception | None = None, _pool: Any = None,
-                  _stacktrace: TracebackType | None = None) -> Self:
-        if isinstance(error, NewConnectionError):  # NameResolutionError is one too
-            raise MaxRetryError(_pool, url or "", error) from error
-        return super().increment(method, url, response, error, _pool, _stacktrace)
-
-
-def http_session(settings: Settings) -> requests.Session:
-    retry = _Retry(total=settings.tries - 1, connect=settings.tries - 1, read=0,
-                  status=settings.tries - 1, status_forcelist=(429, 500, 502, 503, 504),
-                  backoff_factor=settings.backoff_s, backoff_max=60,
-                  respect_retry_after_header=True, raise_on_status=False, allowed_methods=None)
-    s = requests.Session()
-    s.headers["User-Agent"] = USER_AGENT
-    # Ask for the bytes as stored: a .gz served with Content-Encoding: gzip must hash as the .gz.
-    s.headers["Accept-Encoding"] = "identity"
-    adapter = HTTPAdapter(max_retries=retry)
-    s.mount("http://", adapter)
-    s.mount("https://", adapter)
-    return s
-
-
-def _progress(name: str, total: int | None, initial: int, show: bool) -> tqdm:
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=name, disable=not show, leave=False, file=sys.stderr)
-
-
-def _copy_local(url: str, part: Path, entry: FileEntry, show: bool) -> None:
-    src = Path(url2pathname(unquote(urlparse(url).path)))
-    if not src.is_file():
-        raise DownloadError(f"no such file {src}")
-    with src.open("rb") as fin, part.open("wb") as fout, \
-            _progress(entry.name, entry.size, 0, show) as bar:
-        while chunk := fin.read(CHUNK):
-            fout.write(chunk)
-            bar.update(len(chunk))
-            if entry.size is not None and fout.tell() > entry.size:
-                raise DownloadError(f"{src} is larger than the pinned {entry.size:,} bytes")
-
-
-class _Unreachable(DownloadError):
-    """A host that cannot be reached (name, refusal, no route, no answer): the other files
-    of a fetch skip it rather than wait for it again."""
-
-    def __init__(self, host: str, message: str) -> None:
-        super().__init__(message)
-        self.host = host
-
-
-def _cannot_connect(exc: requests.RequestException, url: str, settings: Settings
-                    ) -> DownloadError:
-    """A short reason for a request that got no answer: the host and what stopped it."""
-    parsed = urlparse(url)
-    host = parsed.netloc
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    if isinstance(reason, NameResolutionError):
-        return _Unreachable(host, f"cannot resolve host name {parsed.hostname}")
-    if isinstance(reason, NewConnectionError):
-        why = getattr(reason.__cause__, "strerror", None) or "no connection"
-        return _Unreachable(host, f"cannot connect to {host}: {why.lower()}")
-    if isinstance(exc, requests.ConnectTimeout):
-        return _Unreachable(host, f"no answer from {host} in {settings.timeout_s:g} s "
-                                  f"({settings.tries} tries)")
-    return DownloadError(f"cannot connect: {type(exc).__name__}: {exc}")
-
-
-def _download_http(url: str, part: Path, entry: FileEntry, settings: Settings, show: bool,
-                   log: Log, extra_headers: dict[str, str] | None = None) -> None:
-    session = http_session(settings)
-    for attempt in range(1, settings.tries + 1):
-        offset = part.stat().st_size if part.exists() else 0
-        if entry.size is not None and offset > entry.size:
-            part.unlink()
-            offset = 0
-        if offset == entry.size and offset > 0:
-            return  # a previous run finished the bytes; verification decides
-        headers = dict(extra_headers or {})
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        try:
-            resp = session.get(url, stream=True, timeout=settings.timeout_s, headers=headers)
-        except requests.RequestException as exc:
-            raise _cannot_connect(exc, url, settings) from None
-        with resp:
-            if resp.status_code == 206 and offset:
-                crange = resp.headers.get("Content-Range", "")
-                if not crange.startswith(f"bytes {offset}-"):
-                    raise DownloadError(f"server answered Range {offset}- with {crange!r}")
-                mode = "ab"
-            elif resp.status_code == 200:
-                mode, offset = "wb", 0
-            else:
-                raise DownloadError(f"HTTP {resp.status_code} {resp.reason}")
-            announced = resp.headers.get("Content-Length")
-            if entry.size is not None and announced is not None and announced.isdigit() and \
-                    int(announced) != entry.size - offset:
-                raise DownloadError(
-                    f"server announces {int(announced) + offset:,} bytes but the registry pins "
-                    f"{entry.size:,}: an error page, a changed upstream or a wrong URL")
-            try:
-                with part.open(mode) as fout, \
-                        _progress(entry.name, entry.size, offset, show) as bar:
-                    for chunk in resp.raw.stream(CHUNK, decode_content=False):
-                        fout.write(chunk)
-                        bar.update(len(chunk))
-                        if entry.size is not None and fout.tell() > entry.size:
-                            raise DownloadError(
-                                f"server sent more than the pinned {entry.size:,} bytes")
-                return
-            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                if isinstance(exc, DownloadError):
-                    raise
-                if attempt == settings.tries:
-                    raise DownloadError(
-                        f"connection lost after {attempt} tries: {type(exc).__name__}") from None
-                got = part.stat().st_size if part.exists() else 0
-                log(f"{entry.name}: connection lost at {got:,} bytes; resuming "
-                    f"(try {attempt + 1}/{settings.tries})")
-                time.sleep(min(settings.backoff_s * 2 ** (attempt - 1), 60))
-    raise DownloadError("no bytes received")
 
 
 def _reject(path: Path) -> Path:
@@ -255,6 +97,21 @@ class _Lazy:
 Candidate = str | _Lazy
 
 
+@contextmanager
+def _locked(dest: Path, log: Log) -> Iterator[None]:
+    """Hold the fetch lock of ``dest``, saying so in one line when another fetch has it."""
+    lock = FileLock(str(lock_path(dest)))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log(f"waiting for another fetch of {dest.name} (lock {lock_path(dest)})")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def fetch_file(entry: FileEntry, dest: Path, urls: list[Candidate], *,
                show_progress: bool = False,
                log: Log = quiet_log, settings: Settings | None = None,
@@ -279,7 +136,7 @@ def fetch_file(entry: FileEntry, dest: Path, urls: list[Candidate], *,
     settings = settings or Settings.from_env()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
-    with FileLock(str(lock_path(dest))):
+    with _locked(dest, log):
         if is_cached(dest, entry):
             return "cache"
         if dest.exists():
@@ -304,18 +161,21 @@ def fetch_file(entry: FileEntry, dest: Path, urls: list[Candidate], *,
             try:
                 url = candidate.resolve() if isinstance(candidate, _Lazy) else candidate
                 if local:
-                    _copy_local(url, part, entry, show_progress)
+                    copy_local(url, part, entry, show_progress)
                 else:
-                    _download_http(url, part, entry, settings, show_progress, log,
+                    download_http(url, part, entry, settings, show_progress, log,
                                    (headers or {}).get(url, {}))
-            except _Unreachable as exc:
+            except Unreachable as exc:
                 dead[exc.host] = str(exc)
                 failures.append(_Failure(str(candidate), str(exc), True))
                 continue
+            except DiskError:
+                raise  # every other URL would fail the same way
             except DownloadError as exc:
                 failures.append(_Failure(str(candidate), str(exc)))
                 continue
-            why = mismatch(part, entry)
+            why = mismatch(part, entry) or (sniff(part, entry) if strongest(entry) is None
+                                            else None)
             if why:
                 aside = _reject(part)
                 bad_bytes += 1
@@ -325,7 +185,10 @@ def fetch_file(entry: FileEntry, dest: Path, urls: list[Candidate], *,
                 continue
             for failure in failures:  # told now that they did not stop the fetch
                 log(f"{entry.name}: {failure.url}: {failure.why}")
-            if entry.unverified:
+            if entry.unverified and entry.size is None:
+                log(f"warning: {entry.name}: unpinned: no checksum is pinned and no size is "
+                    f"known ({entry.unverified}); only its first bytes were checked")
+            elif entry.unverified:
                 log(f"warning: {entry.name}: no checksum is pinned ({entry.unverified}); "
                     "checked by size only")
             os.replace(part, dest)
@@ -384,7 +247,7 @@ def fetch(source_id: str, trace: str | None = None, *, root: Path | None = None,
     if source.discover is not None:
         record = source.discover.zenodo
         if not offline:
-            refresh_listing(source, root, http_session(settings), settings.timeout_s)
+            refresh_listing(source, root, http_session(settings), settings.timeout_s, trace)
             for name in skipped(source, root):
                 log(f"{source.id}: {name} in Zenodo record {record} is not a trace file; "
                     "not fetched")
@@ -480,7 +343,9 @@ def _incomplete(source_id: str, failed: dict[str, tuple[list[str], LLMTracesErro
         cls = ChecksumError
     elif all(isinstance(e, NotCachedError) for e in errors):
         cls = NotCachedError
-    if not imported and cls is DownloadError:
+    if any(isinstance(e, DiskError) for e in errors):
+        pass  # the disk, not the network: no network hint applies
+    elif not imported and cls is DownloadError:
         text += (f"\nhint: --mirror BASE fetches from BASE/{source_id}/<file name>; {how}; "
                  "--offline uses only cached and bundled files; LLMTRACES_DL_TRIES sets the "
                  f"tries per URL on timeouts and 5xx (now {settings.tries})")

@@ -7,14 +7,17 @@ that is a member of a tarball is handled exactly like one that is a file of its 
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from ..atomic import sweep_stale
 from ..errors import InvalidTraceError
 from ..paths import MEMBERS_PREFIX, raw_dir
 from ..registry import Source
+from ..text import named
 from .archive import DEFAULT_LIMIT, iter_members, list_members
 from .download import cached_path
 from .stamps import is_cached, verified_by
@@ -74,7 +77,8 @@ def native_files(source: Source, trace_ids: list[str], root: Path
     A trace with its own file yields its verified cached path. Archive members are extracted
     one at a time (each archive read once, whatever the number of its traces) into a scratch
     folder and deleted when the caller moves on; ``verified`` is False for them, since the
-    member's own pins (if any) are checked when it is read.
+    member's own pins (if any) are checked when it is read. While a member is out, messages
+    name it ``archive:member`` (:func:`llmtraces.text.label_of`), not its scratch copy.
     """
     by_archive: dict[str, dict[str, str]] = {}
     for tid in trace_ids:
@@ -89,7 +93,9 @@ def native_files(source: Source, trace_ids: list[str], root: Path
         archive = cached_path(source, next(iter(wanted)), root)
         names = resolve_members(archive, wanted)
         scratch = raw_dir(source.id, root)
-        with tempfile.TemporaryDirectory(prefix=MEMBERS_PREFIX, dir=scratch) as tmp:
+        sweep_stale(scratch, MEMBERS_PREFIX)  # scratch of killed runs (pid in the name)
+        with tempfile.TemporaryDirectory(prefix=f"{MEMBERS_PREFIX}{os.getpid()}-",
+                                         dir=scratch) as tmp:
             for name, fh in iter_members(archive, limit=entry.unpacked_limit or DEFAULT_LIMIT):
                 found = names.get(name)
                 if found is None:
@@ -98,6 +104,8 @@ def native_files(source: Source, trace_ids: list[str], root: Path
                 with path.open("wb") as out:
                     shutil.copyfileobj(fh, out, 1 << 20)
                 try:
-                    yield found, path, False
+                    # Messages name the archive and the member, not the scratch copy.
+                    with named(path, f"{archive}:{name}"):
+                        yield found, path, False
                 finally:
                     path.unlink(missing_ok=True)

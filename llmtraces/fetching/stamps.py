@@ -14,13 +14,26 @@ from typing import TYPE_CHECKING
 
 from ..paths import stamp_path
 from .checksums import mismatch, strongest
+from .sniff import sniff
 
 if TYPE_CHECKING:
     from ..registry import FileEntry
 
 
 def _pin(entry: FileEntry) -> tuple[str, str]:
+    """The strongest pin; ``unpinned`` when neither a checksum nor a size is known."""
+    if entry.size is None and strongest(entry) is None and entry.zenodo is None \
+            and entry.hf is None:
+        return ("unpinned", "")
     return strongest(entry) or ("size-only", str(entry.size))
+
+
+def pin_kind(dest: Path) -> str | None:
+    """What the cached file was checked against when it entered the cache (``sha256``,
+    ``size-only``, ``unpinned``, ...), or None without a stamp."""
+    stamp = _read_stamp(dest)
+    kind = stamp.get("kind") if isinstance(stamp, dict) else None
+    return str(kind) if isinstance(kind, str) else None
 
 
 def write_stamp(dest: Path, entry: FileEntry) -> None:
@@ -63,7 +76,8 @@ def is_cached(dest: Path, entry: FileEntry) -> bool:
         # Pins live with the host (Zenodo, Hub): trust the stamp written when they were checked.
         return isinstance(stamp, dict) and stamp.get("size") == st.st_size and \
             stamp.get("mtime_ns") == st.st_mtime_ns
-    if mismatch(dest, entry) is None:
+    if mismatch(dest, entry) is None and (strongest(entry) is not None
+                                          or sniff(dest, entry) is None):
         write_stamp(dest, entry)
         return True
     return False

@@ -8,21 +8,23 @@ adding a format is adding a module.
 
 from __future__ import annotations
 
+import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pyarrow as pa
 
 from .._plugins import lookup, modules
 from ..errors import InvalidTraceError, LLMTracesError, RegistryError, UnknownSourceError
 from ..registry import AUTO_FORMAT, Source
-from ..schema import TraceStream
-from ..text import GZIP_MAGIC, ReadContext, read_first_line  # noqa: F401
+from ..schema import METADATA_KEY, TRACE_SCHEMA, TraceStream
+from ..text import GZIP_MAGIC, ReadContext, label_of, one_line, read_first_line  # noqa: F401
+from ..text.limits import require_regular_file
 from ..timing import TimeSemantics
 
 PARQUET_MAGIC = b"PAR1"
@@ -90,8 +92,10 @@ def get_format(name: str) -> NativeFormat:
 
 def sniff(path: Path) -> NativeFormat:
     """The native format of ``path``, recognised from its first line (or Parquet schema)."""
-    if not path.is_file():
-        raise InvalidTraceError(f"{path}: no such file")
+    label = label_of(path)
+    if not path.exists():
+        raise InvalidTraceError(f"{label}: no such file")
+    require_regular_file(path, label)  # a FIFO would block the read below forever
     with path.open("rb") as fh:
         magic = fh.read(4)
     if magic == PARQUET_MAGIC:
@@ -99,8 +103,9 @@ def sniff(path: Path) -> NativeFormat:
 
         try:
             schema = pq.read_schema(path)
-        except (OSError, pa.ArrowException) as exc:
-            raise InvalidTraceError(f"{path}: not a readable Parquet file: {exc}") from None
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise InvalidTraceError(f"{label}: not a readable Parquet file: {one_line(exc)}") \
+                from None
         first = f"Parquet columns {schema.names}"
         matches = [f for f in all_formats().values() if f.sniff_parquet(schema)]
     else:
@@ -110,13 +115,13 @@ def sniff(path: Path) -> NativeFormat:
         return matches[0]
     if not matches:
         if path.stat().st_size == 0:
-            raise InvalidTraceError(f"{path}: empty file; expected a trace (`llmtraces formats` "
+            raise InvalidTraceError(f"{label}: empty file; expected a trace (`llmtraces formats` "
                                     "lists the formats it reads)")
         seen = repr(first[:100]) + ("..." if len(first) > 100 else "")
-        raise InvalidTraceError(f"{path}:1: unrecognised header or first record {seen}; "
+        raise InvalidTraceError(f"{label}:1: unrecognised header or first record {seen}; "
                                 "`llmtraces formats` lists the formats it reads")
     raise InvalidTraceError(
-        f"{path}:1: ambiguous: the first line fits {', '.join(f.name for f in matches)}")
+        f"{label}:1: ambiguous: the first line fits {', '.join(f.name for f in matches)}")
 
 
 @dataclass(frozen=True)
@@ -128,13 +133,22 @@ class Writer:
     description: str
     write_stream: Callable[[TraceStream, Path], int]
 
-    def write(self, trace: Any, dest: str | os.PathLike[str]) -> int:
-        """Write ``trace`` (a stream or TraceView, a pyarrow Table, a path or a registry id)
-        to ``dest`` atomically; returns the rows written."""
-        if not isinstance(trace, TraceStream):
-            from ..transforms import open_trace
-
-            trace = open_trace(trace)
+    def write(self, trace: TraceStream | pa.Table, dest: str | os.PathLike[str]) -> int:
+        """Write ``trace`` (a stream, a TraceView, or a pyarrow Table in the unified schema
+        whose trace metadata is its schema's ``llmtraces.trace`` entry) to ``dest``
+        atomically; returns the rows written. Paths and registry ids: ``llmtraces.export``."""
+        if isinstance(trace, pa.Table):
+            missing = [n for n in TRACE_SCHEMA.names if n not in trace.schema.names]
+            if missing:
+                raise InvalidTraceError(f"not a unified trace table: no columns {missing}")
+            raw = (trace.schema.metadata or {}).get(METADATA_KEY.encode())
+            meta = {**(json.loads(raw) if raw else {}), "rows": trace.num_rows}
+            table = trace.select(TRACE_SCHEMA.names).cast(TRACE_SCHEMA)
+            trace = TraceStream(iter(table.to_batches(max_chunksize=1 << 17)), meta)
+        elif not isinstance(trace, TraceStream):
+            raise TypeError(f"the {self.name} writer takes a TraceStream, a TraceView or a "
+                            f"pyarrow Table, not a {type(trace).__name__}; for a path or a "
+                            f"registry id use llmtraces.export(trace, path, to={self.name!r})")
         return self.write_stream(trace, Path(dest))
 
 

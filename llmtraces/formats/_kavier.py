@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from ..schema import native_batch, row_index
 from ..text import ReadContext
 from ..text.csv import SHOW_CHARS, CsvBatch, check_order, report_rows
+from ..text.limits import is_too_deep, too_deep
 from ..text.seconds import bad_kinds, differs, float_seconds, format_seconds, parse_seconds
 from .marconi import INT32_MAX, LISTS, check_ids
 from .vidur import json_objects
@@ -80,6 +81,10 @@ def _vector_lists(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 def _exact_list(ctx: ReadContext, line: int, column: str, text: str) -> list[int] | None:
     """One cell by ``json.loads``: the ids, or None with the problem reported."""
+    if is_too_deep(text, ctx.max_depth):  # before json.loads recurses into it
+        ctx.report.error("depth", ctx.label, too_deep(ctx.max_depth), line=line,
+                         column=column, value=text[:SHOW_CHARS])
+        return None
     try:
         ids: Any = json.loads(text)
     except ValueError:

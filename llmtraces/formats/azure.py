@@ -31,6 +31,7 @@ from ..errors import InvalidTraceError
 from ..schema import TraceStream, native_batch
 from ..text import ReadContext
 from ..text.csv import CsvBatch, check_order, iter_csv, parse_counts, split_header
+from ..text.limits import check_json_cells
 from ..text.timestamps import epoch_us_of, format_timestamps, timestamp_style, wall_clock
 from ..timing import TimeSemantics
 from . import NativeFormat, Writer
@@ -92,7 +93,8 @@ class AzureCSV(NativeFormat):
                 "output_tokens": outputs,
             }
             if "NumImages" in b.columns:
-                cols["num_images"] = pc.cast(parse_counts(ctx, b, "NumImages"), pa.int32())
+                images = parse_counts(ctx, b, "NumImages", most=(1 << 31) - 1)
+                cols["num_images"] = pc.cast(images, pa.int32())
             yield native_batch(b.start, b.num_rows, cols, service=ctx.service,
                                extra=_extra(b, w.times.sub_us))
 
@@ -121,6 +123,7 @@ def _from_extra(batch: pa.RecordBatch, names: list[str]) -> dict[str, list[str |
     out: dict[str, list[str | None]] = {n: [None] * batch.num_rows for n in names}
     if extra.null_count == batch.num_rows:
         return out
+    check_json_cells(extra, "extra")
     for i, raw in enumerate(extra.to_pylist()):
         if raw:
             row = json.loads(raw)

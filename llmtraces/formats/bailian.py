@@ -59,8 +59,8 @@ from ..text.jsonl import (
     first_record_keys,
     iter_jsonl,
     report_rows,
-    write_jsonl,
 )
+from ..text.jsonlwrite import write_jsonl
 from ..timing import TimeSemantics
 from . import NativeFormat, Writer
 from .mooncake import HashIdColumn, extras, record, required

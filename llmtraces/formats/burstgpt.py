@@ -44,6 +44,7 @@ from ..report import KEEP_PER_CODE
 from ..schema import TraceStream, constant, make_batch, row_index
 from ..text import ReadContext
 from ..text.csv import CsvBatch, is_count, iter_csv, parse_counts, report_rows, split_header
+from ..text.limits import check_json_cells
 from ..text.seconds import Seconds, bad_kinds, parse_seconds
 from ..text.seconds import differs as _differs
 from ..text.seconds import format_seconds as _format_us
@@ -52,8 +53,7 @@ from . import NativeFormat, Writer
 
 # --- reading -------------------------------------------------------------------------------------
 
-REQUIRED = ("Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens",
-            "Log Type")
+REQUIRED = ("Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens", "Log Type")
 OPTIONAL = ("Session ID", "Elapsed time")
 #: The release order of each layout; writers use it for traces that did not come from a file.
 COLUMNS_6 = REQUIRED
@@ -405,7 +405,7 @@ def _kept(batch: pa.RecordBatch, names: tuple[str, ...]) -> dict[str, pa.Array]:
     if extra.null_count == batch.num_rows:
         return {}
     out: dict[str, list[str | None]] = {n: [None] * batch.num_rows for n in names}
-    for i in pc.indices_nonzero(extra.is_valid()).to_pylist():
+    for i in pc.indices_nonzero(check_json_cells(extra, "extra").is_valid()).to_pylist():
         row = json.loads(extra[i].as_py())
         for n in names:
             if n in row:

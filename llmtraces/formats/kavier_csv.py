@@ -19,7 +19,6 @@ included), line ends and any raw text kept in ``extra``, so the file comes back 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,11 +32,11 @@ from ..text import ReadContext, read_first_line
 from ..text.csv import (
     CsvBatch,
     check_header,
+    first_record,
     line_ends,
     parse_counts,
     split_header,
     stream_csv,
-    text_stream,
 )
 from ..text.csvwrite import counts, csv_field, kept_values
 from ..text.seconds import format_seconds
@@ -66,10 +65,7 @@ def _csv_names(ctx: ReadContext, header: list[str]) -> list[str]:
     names = list(header)
     if not names or names[-1] != "":
         return names
-    with text_stream(ctx) as fh:
-        records = csv.reader(fh)
-        next(records, None)
-        first = next(records, None)
+    first = first_record(ctx)
     width = len(first) if first is not None else len(names)
     while len(names) > width and names[-1] == "":
         names.pop()

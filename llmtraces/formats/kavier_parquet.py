@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_path
 from ..errors import InvalidTraceError
 from ..schema import TraceStream
-from ..text import ReadContext
+from ..text import ReadContext, one_line
 from ..text.csv import SHOW_CHARS, CsvBatch, check_header, parse_counts, report_rows
 from ..text.csvwrite import kept_values
 from ..text.seconds import format_seconds
@@ -175,7 +175,8 @@ def _parquet_extra(ctx: ReadContext, b: CsvBatch, name: str) -> pa.Array:
         back = pc.cast(text, col.type)
     except pa.ArrowException as exc:
         bad = next(i for i in range(len(col)) if not _casts(col.slice(i, 1)))  # slow path
-        ctx.report.error("type", ctx.label, f"value cannot be kept in extra as text ({exc})",
+        ctx.report.error("type", ctx.label,
+                         f"value cannot be kept in extra as text ({one_line(exc)})",
                          line=b.line(bad), column=name, value=str(col[bad].as_py())[:SHOW_CHARS])
         return pa.nulls(b.num_rows, pa.string())
     if not back.equals(col):
@@ -231,8 +232,8 @@ def read_kavier_parquet(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
         # (pre_buffer), so memory follows the batch, not the row group (a pandas file is
         # often one row group).
         pf = pq.ParquetFile(ctx.path, buffer_size=1 << 20, pre_buffer=False)
-    except (OSError, pa.ArrowException) as exc:
-        ctx.report.error("structure", ctx.label, f"unreadable Parquet file: {exc}")
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        ctx.report.error("structure", ctx.label, f"unreadable Parquet file: {one_line(exc)}")
         return
     schema = pf.schema_arrow
     if not _check_schema(ctx, schema):
@@ -244,11 +245,12 @@ def read_kavier_parquet(ctx: ReadContext) -> Iterator[pa.RecordBatch]:
     while True:
         try:
             batch = next(batches)
+            batch.validate(full=True)  # a damaged page can hold text that is not UTF-8
         except StopIteration:
             return
-        except (OSError, pa.ArrowException) as exc:
+        except (OSError, ValueError, pa.ArrowException) as exc:
             ctx.report.error("structure", ctx.label,
-                             f"unreadable Parquet data after row {start:,}: {exc}",
+                             f"unreadable Parquet data after row {start:,}: {one_line(exc)}",
                              line=start + 1)
             return
         b, blank = _parquet_block(start, batch)

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from ..report import Level
 from ..schema import make_batch
-from ..text import ReadContext
+from ..text import ReadContext, one_line
 from ..timing import TimeSemantics
 from ..tokenize import TokenCounter, load_counter
 from . import NativeFormat
@@ -166,8 +166,9 @@ class LMSysChatParquet(NativeFormat):
             # pre_buffer (pyarrow's default) would cache every row group iter_batches asks
             # for, i.e. the whole shard; buffered column reads keep one row group's pages.
             pf = pq.ParquetFile(ctx.path, pre_buffer=False, buffer_size=1 << 20)
-        except (OSError, pa.ArrowException) as exc:
-            ctx.report.error("structure", ctx.label, f"not a readable Parquet file: {exc}")
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            ctx.report.error("structure", ctx.label,
+                             f"not a readable Parquet file: {one_line(exc)}")
             return
         columns = self._plan(ctx, pf.schema_arrow)
         if columns is None:
@@ -185,10 +186,18 @@ class LMSysChatParquet(NativeFormat):
         ctx.meta["tokenizer"] = {**counter.identity, "counted": COUNTED,
                                  "workers": counter.workers}
         start = next_id = 0
-        counted = _counted(pf.iter_batches(batch_size=BATCH_CONVERSATIONS, columns=paths),
-                           counter)
+        counted = _counted(_checked(pf.iter_batches(batch_size=BATCH_CONVERSATIONS,
+                                                    columns=paths)), counter)
         try:
-            for prepared in counted:
+            while True:
+                try:
+                    prepared = next(counted)
+                except StopIteration:
+                    break
+                except (OSError, ValueError, pa.ArrowException) as exc:  # damaged pages
+                    ctx.report.error("structure", ctx.label, "unreadable Parquet data after "
+                                     f"conversation {start:,}: {one_line(exc)}", line=start + 1)
+                    break
                 out = _convert(ctx, prepared, start, next_id, unknown)
                 start += prepared.batch.num_rows
                 if out.num_rows:
@@ -259,6 +268,14 @@ def _count(batch: pa.RecordBatch, counter: TokenCounter) -> _Counted:
     contents: list[str | None] = fields["content"].to_pylist()
     counts = counter.count([c if c is not None else "" for c in contents])
     return _Counted(batch, lengths, contents, fields["role"].to_pylist(), counts)
+
+
+def _checked(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Each batch once its bytes are known to be valid (a damaged page can hold text that is
+    not UTF-8, which pyarrow hands over unchecked): ``ArrowInvalid`` otherwise."""
+    for batch in batches:
+        batch.validate(full=True)
+        yield batch
 
 
 def _counted(batches: Iterator[pa.RecordBatch], counter: TokenCounter

@@ -43,9 +43,9 @@ from ..text.jsonl import (
     check_order,
     first_record_keys,
     iter_jsonl,
-    write_jsonl,
 )
 from ..text.jsonl import report_rows as json_report_rows
+from ..text.jsonlwrite import write_jsonl
 from ..text.seconds import float_seconds
 from ..timing import TimeSemantics
 from . import NativeFormat, Writer

@@ -47,8 +47,9 @@ from ..text.jsonl import (
     iter_jsonl,
     report_rows,
     timestamp_is_float,
-    write_jsonl,
 )
+from ..text.jsonlwrite import write_jsonl
+from ..text.limits import check_json_cells
 from ..timing import TimeSemantics
 from . import NativeFormat, Writer
 
@@ -274,6 +275,7 @@ def required(batch: pa.RecordBatch, column: str, fmt: str, what: str) -> list[An
 
 def extras(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     """The ``extra`` column parsed (empty dicts for nulls)."""
+    check_json_cells(batch.column("extra"), "extra")
     return [json.loads(e) if e else {} for e in batch.column("extra").to_pylist()]
 
 

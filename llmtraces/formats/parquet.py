@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_path
 from ..errors import InvalidTraceError
 from ..schema import METADATA_KEY, SCHEMA_VERSION, TRACE_SCHEMA, VERSION_KEY, TraceStream
+from ..text.limits import require_regular_file
 from . import Writer
 
 #: 128 Ki rows per row group (DuckDB writes 122,880 by default): large enough for fast scans,
@@ -118,18 +120,27 @@ def read_metadata(path: Path) -> dict[str, Any]:
     """The trace metadata stored in a unified Parquet file."""
     try:
         kv = pq.read_metadata(path).metadata or {}
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, ValueError, pa.ArrowException) as exc:
         raise InvalidTraceError(f"{path}: not a readable Parquet file: {exc}") from None
     raw = kv.get(METADATA_KEY.encode())
     if raw is None:
         raise InvalidTraceError(f"{path}: no {METADATA_KEY} metadata; not an llmtraces file")
-    meta: dict[str, Any] = json.loads(raw)
-    meta.setdefault("schema_version", kv.get(VERSION_KEY.encode(), b"").decode() or None)
+    try:
+        meta: dict[str, Any] = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise InvalidTraceError(f"{path}: {METADATA_KEY} metadata is not JSON ({exc}); "
+                                "not a readable llmtraces file") from None
+    if not isinstance(meta, dict):
+        raise InvalidTraceError(f"{path}: {METADATA_KEY} metadata must be a JSON object, "
+                                f"got {type(meta).__name__}")
+    meta.setdefault("schema_version", kv.get(VERSION_KEY.encode(), b"").decode(
+        errors="replace") or None)
     return meta
 
 
 def is_parquet(path: Path) -> bool:
     """True if ``path`` is a Parquet file (by its magic bytes)."""
+    require_regular_file(Path(path))  # a FIFO would block the read below forever
     with Path(path).open("rb") as fh:
         return fh.read(4) == b"PAR1"
 
@@ -141,7 +152,7 @@ def is_unified(path: Path) -> bool:
         return False
     try:
         kv = pq.read_metadata(path).metadata or {}
-    except (OSError, pa.ArrowException):
+    except (OSError, ValueError, pa.ArrowException):
         return True  # unreadable: let read_metadata report it as a unified file would be
     return METADATA_KEY.encode() in kv
 
@@ -161,9 +172,26 @@ def read_stream(path: Path, batch_rows: int = 1 << 17) -> TraceStream:
     missing = [n for n in TRACE_SCHEMA.names if n not in pf.schema_arrow.names]
     if missing:
         raise InvalidTraceError(f"{path}: not unified schema v{SCHEMA_VERSION}: no {missing}")
-    batches = (b.select(TRACE_SCHEMA.names).cast(TRACE_SCHEMA)
-               for b in pf.iter_batches(batch_size=batch_rows, columns=TRACE_SCHEMA.names))
-    return TraceStream(batches, meta)
+    names = pf.schema_arrow.names
+    twice = sorted({n for n in TRACE_SCHEMA.names if names.count(n) > 1})
+    if twice:
+        raise InvalidTraceError(f"{path}: duplicate column(s) {twice}; not unified schema "
+                                f"v{SCHEMA_VERSION}")
+    return TraceStream(_cast_batches(path, pf, batch_rows), meta)
+
+
+def _cast_batches(path: Path, pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The file's batches cast to the unified schema; a value that does not fit (a null in a
+    required column, a NaN or out-of-range count) is one error naming the file."""
+    rows = 0
+    for b in pf.iter_batches(batch_size=batch_rows, columns=TRACE_SCHEMA.names):
+        try:
+            yield b.select(TRACE_SCHEMA.names).cast(TRACE_SCHEMA)
+        except (ValueError, pa.ArrowException) as exc:
+            raise InvalidTraceError(f"{path}: rows {rows + 1:,}-{rows + b.num_rows:,} do not "
+                                    f"fit unified schema v{SCHEMA_VERSION}: {exc}; run "
+                                    f"`llmtraces validate {path}`") from None
+        rows += b.num_rows
 
 
 WRITER = Writer("parquet", ".parquet", f"unified schema v{SCHEMA_VERSION}, zstd Parquet", write)

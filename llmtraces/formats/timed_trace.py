@@ -56,8 +56,8 @@ from ..text.jsonl import (
     first_record_keys,
     iter_jsonl,
     timestamp_is_float,
-    write_jsonl,
 )
+from ..text.jsonlwrite import write_jsonl
 from ..timing import TimeSemantics
 from . import NativeFormat, Writer
 from .bailian import arrival_from_seconds

@@ -42,11 +42,20 @@ import pyarrow.json as pj
 
 from ..atomic import atomic_path
 from ..errors import InvalidTraceError
-from ..schema import COLUMN_NAMES, COLUMNS, TRACE_SCHEMA, Column, TraceStream
-from ..text import ReadContext
+from ..schema import COLUMN_NAMES, COLUMNS, TRACE_SCHEMA, Column, TraceStream, row_index
+from ..text import ReadContext, one_line
 from ..text.csv import stream_csv
 from ..text.csvwrite import csv_field
 from ..text.jsonl import JsonBlock, Key, first_record_keys, iter_jsonl, show
+from ..text.limits import (
+    MAX_LINE_ENV,
+    deep_cells,
+    is_too_deep,
+    max_json_depth,
+    max_line_bytes,
+    size_text,
+    too_deep,
+)
 from ..timing import TimeSemantics
 from . import NativeFormat, Writer
 
@@ -82,9 +91,14 @@ def read_sidecar(data: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > max_line_bytes():
+            raise ValueError(f"larger than {size_text(max_line_bytes())} ({MAX_LINE_ENV})")
+        text = path.read_text(encoding="utf-8")
+        if is_too_deep(text, max_json_depth()):
+            raise ValueError(too_deep(max_json_depth()))
+        doc = json.loads(text)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidTraceError(f"{path}: unreadable metadata sidecar: {exc}") from None
+        raise InvalidTraceError(f"{path}: unreadable metadata sidecar: {one_line(exc)}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("trace"), dict) \
             or not isinstance(doc.get("rows"), int):
         raise InvalidTraceError(f"{path}: not an llmtraces metadata sidecar (expected an object "
@@ -188,6 +202,13 @@ def _check_rows(ctx: ReadContext, doc: dict[str, Any] | None, rows: int) -> None
                            f"{rows:,}; it belongs to another version of the file")
 
 
+def _ids(rows: _Rows, request_id: pa.Array, start: int) -> None:
+    """A unified trace numbers its requests 0..n-1 in file order; any other id is an error."""
+    off = pc.not_equal(pc.cast(request_id, pa.int64()), row_index(start, len(request_id)))
+    rows.report(off, "request_id", "request-id", "request_id must be the row's index (0, 1, "
+                "2, ... in file order)")
+
+
 def _order(rows: _Rows, arrival: pa.Array, last: int | None) -> int | None:
     n = len(arrival)
     if not n:
@@ -205,7 +226,13 @@ _INT_TEXT = r"^-?[0-9]{1,18}$"
 
 
 def _csv_lists(rows: _Rows, name: str, raw: pa.Array) -> pa.Array:
-    """JSON-array cells as list<int64>: pyarrow's JSON parser, or json per row on failure."""
+    """JSON-array cells as list<int64>: pyarrow's JSON parser, or json per row on failure.
+    Cells nested too deep are reported (and null) before either parser sees them."""
+    deep = deep_cells(raw, rows.ctx.max_depth)
+    if deep:
+        mask = pc.is_in(pa.array(range(len(raw)), pa.int64()), value_set=pa.array(deep, pa.int64()))
+        rows.report(mask, name, "depth", too_deep(rows.ctx.max_depth))
+        raw = pc.if_else(mask, pa.scalar(None, pa.string()), raw)
     lines = pc.binary_join_element_wise('{"v":', pc.fill_null(raw, "null"), "}", "")
     text = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()),
                                                    lines), "\n")[0].as_buffer()
@@ -267,6 +294,7 @@ class UnifiedCSV(NativeFormat):
         for b in stream_csv(ctx, list(COLUMN_NAMES), empty_is_null=True):
             checks = _Rows(ctx, b.line, b.columns)
             columns = {c.name: _csv_column(checks, c, b.columns[c.name]) for c in COLUMNS}
+            _ids(checks, columns["request_id"], rows)
             last = _order(checks, columns["arrival_us"], last)
             rows += b.num_rows
             yield _batch(columns)
@@ -308,6 +336,7 @@ class UnifiedJSONL(NativeFormat):
             checks = _Rows(ctx, b.line, b.columns)
             _unknown_keys(ctx, b)
             columns = {c.name: _typed(checks, c, b.columns[c.name]) for c in COLUMNS}
+            _ids(checks, columns["request_id"], rows)
             last = _order(checks, columns["arrival_us"], last)
             rows += b.num_rows
             b.flush()

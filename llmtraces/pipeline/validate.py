@@ -1,9 +1,9 @@
 """Checks on native files and on unified tables, reported problem by problem.
 
 Native files go through the same reader and registry checks as conversion
-(:func:`llmtraces.pipeline.convert.scan`), so whatever validates also converts. Unified Parquet is checked
-against the schema and its invariants: request ids 0..n-1, non-negative counts, arrivals in
-order, the row count its metadata and the registry give.
+(:func:`llmtraces.pipeline.scan.scan`), so whatever validates also converts. Unified Parquet
+is checked against the schema and its invariants: request ids 0..n-1, non-negative counts,
+arrivals in order, the row count its metadata and the registry give.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from ..errors import InvalidTraceError, LLMTracesError
 from ..fetching.discover import resolve
 from ..fetching.natives import native_files, split_cached
 from ..formats.parquet import is_unified, read_metadata
-from ..paths import home
+from ..paths import converted_path, home
 from ..registry import get_source
 from ..report import Report
 from ..schema import COLUMNS, SCHEMA_VERSION, TRACE_SCHEMA, constant, row_index
-from .convert import converted_path, identify, scan
+from ..text import label_of
+from .scan import identify, scan
 
 
 def validate_native(path: Path, report: Report, *, strict: bool = False,
@@ -32,15 +33,16 @@ def validate_native(path: Path, report: Report, *, strict: bool = False,
     try:
         ident = identify(path, report, registry=registry, **identity)  # type: ignore[arg-type]
     except InvalidTraceError as exc:  # unrecognised or unreadable: nothing more to check
-        report.checked.append(str(path))
-        report.unreadable.append(str(path))
-        report.error("format", str(path), str(exc).split(": ", 1)[-1])
+        label = label_of(path)  # an archive member: archive:member
+        report.checked.append(label)
+        report.unreadable.append(label)
+        report.error("format", label, str(exc).split(": ", 1)[-1])
         return
     try:
         deque(scan(ident, report, strict=strict).batches, maxlen=0)  # read, keep nothing
     except InvalidTraceError as exc:
         if not report.problems:  # raised before any problem was reported
-            report.error("format", str(path), str(exc).split(": ", 1)[-1])
+            report.error("format", label_of(path), str(exc).split(": ", 1)[-1])
 
 
 def _check_rows(report: Report, label: str, batch: pa.RecordBatch, start: int,
@@ -53,6 +55,11 @@ def _check_rows(report: Report, label: str, batch: pa.RecordBatch, start: int,
         report.error("request-id", label, f"request_id must be {start + i}", line=start + i + 1,
                      column="request_id", value=str(rid[i].as_py()))
     for col in COLUMNS:
+        if not col.nullable:
+            nulls = batch.column(col.name).is_null()
+            for i in pc.indices_nonzero(nulls).to_pylist()[:5]:
+                report.error("null", label, "must not be null", line=start + i + 1,
+                             column=col.name)
         if col.minimum is None or pa.types.is_list(col.type):
             continue
         arr = batch.column(col.name)
@@ -83,11 +90,17 @@ def validate_unified(path: Path, report: Report, *, registry: Path | None = None
     if meta.get("schema_version") != SCHEMA_VERSION:
         report.error("schema-version", label, f"schema version must be {SCHEMA_VERSION}",
                      value=str(meta.get("schema_version")))
-    pf = pq.ParquetFile(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        report.error("format", label, f"not a readable Parquet file: {exc}")
+        return
     schema = pf.schema_arrow
     for field in TRACE_SCHEMA:
         if field.name not in schema.names:
             report.error("schema", label, "missing column", column=field.name)
+        elif schema.names.count(field.name) > 1:
+            report.error("schema", label, "duplicate column", column=field.name)
         elif not schema.field(field.name).type.equals(field.type):
             report.error("schema", label, f"type must be {field.type}", column=field.name,
                          value=str(schema.field(field.name).type))
@@ -97,13 +110,18 @@ def validate_unified(path: Path, report: Report, *, registry: Path | None = None
     if report.errors:
         return
     rows, last = 0, None
-    for batch in pf.iter_batches(batch_size=1 << 18):
-        last = _check_rows(report, label, batch, rows, last)
-        rows += batch.num_rows
+    try:
+        for batch in pf.iter_batches(batch_size=1 << 18):
+            last = _check_rows(report, label, batch, rows, last)
+            rows += batch.num_rows
+    except (OSError, ValueError, pa.ArrowException) as exc:  # corrupt pages
+        why = " ".join(str(exc).split())
+        report.error("format", label, f"unreadable after row {rows:,}: {why}")
+        return
     if meta.get("rows") is not None and rows != meta["rows"]:
-        report.error("rows", label, f"{rows:,} rows, the file's metadata says {meta['rows']:,}")
+        report.error("rows", label, f"{rows:,} rows, the file's metadata says {meta['rows']}")
     src_id, trace_id = meta.get("source"), meta.get("trace")
-    if src_id:
+    if src_id and not meta.get("transforms"):  # a transformed trace has its own rows
         try:
             pinned = get_source(src_id, registry).trace(trace_id)[1].pins.rows
         except LLMTracesError as exc:
@@ -112,6 +130,19 @@ def validate_unified(path: Path, report: Report, *, registry: Path | None = None
         if pinned is not None and rows != pinned:
             report.error("rows", label, f"{rows:,} rows, the registry pins {pinned:,} for "
                                         f"{src_id} {trace_id}")
+
+
+def require_valid_unified(path: Path, report: Report, *, strict: bool = False,
+                          registry: Path | None = None) -> None:
+    """Run :func:`validate_unified` on ``path`` and raise its first problem as one line, so
+    that whatever converts from unified Parquet also validates (``strict``: warnings too)."""
+    validate_unified(path, report, registry=registry)
+    if report.failed(strict):
+        errors = [p for p in report.problems if strict or p.level == "error"]
+        more = report.errors + (report.warnings if strict else 0) - 1
+        raise InvalidTraceError(
+            f"{errors[0]}" + (f" (and {more:,} more problem(s); run `llmtraces validate "
+                              f"{path}` for the list)" if more > 0 else ""), report)
 
 
 def validate_path(path: Path, *, strict: bool = False, registry: Path | None = None) -> Report:

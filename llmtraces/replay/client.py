@@ -47,6 +47,62 @@ class Outcome:
             self.detail = text[:DETAIL_CHARS] if text else None
 
 
+def _shown(value: object) -> str:
+    try:
+        text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    except (ValueError, RecursionError):
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _count(value: object) -> bool:
+    """A token count as the API gives it: a JSON integer that fits an int64 column."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _bad_usage(usage: object) -> str | None:
+    """Why ``usage`` is not the API's usage object (None: it is, or it is absent)."""
+    if usage is None:
+        return None
+    if not isinstance(usage, dict):
+        return f"usage is {_shown(usage)}, expected an object"
+    details = usage.get("prompt_tokens_details")
+    if details is not None and not isinstance(details, dict):
+        return f"usage.prompt_tokens_details is {_shown(details)}, expected an object"
+    for key, value in (*((k, usage.get(k)) for k in ("prompt_tokens", "completion_tokens",
+                                                       "total_tokens")),
+                       ("prompt_tokens_details.cached_tokens",
+                        (details or {}).get("cached_tokens"))):
+        if value is not None and not _count(value):
+            return f"usage.{key} is {_shown(value)}, expected a count"
+    return None
+
+
+def _bad_choice(choice: object) -> str | None:
+    """Why ``choice`` (``choices[0]``) is not the API's choice object (None: it is)."""
+    if not isinstance(choice, dict):
+        return f"choices[0] is {_shown(choice)}, expected an object"
+    fields = [("finish_reason", choice.get("finish_reason")), ("text", choice.get("text"))]
+    for key in ("delta", "message"):
+        part = choice.get(key)
+        if part is not None and not isinstance(part, dict):
+            return f"choices[0].{key} is {_shown(part)}, expected an object"
+        fields += [(f"{key}.{k}", (part or {}).get(k)) for k in ("content", "reasoning_content")]
+    for key, value in fields:
+        if value is not None and not isinstance(value, str):
+            return f"choices[0].{key} is {_shown(value)}, expected a string or null"
+    return None
+
+
+def _bad_fields(obj: dict[str, Any]) -> str | None:
+    """Why a response body or SSE event carries a field of the wrong type (None: it does
+    not). Such a value would otherwise reach ``requests.parquet`` and fail its schema."""
+    choices = obj.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        return f"choices is {_shown(choices)}, expected a list"
+    return _bad_usage(obj.get("usage")) or (_bad_choice(choices[0]) if choices else None)
+
+
 def _text_of(choice: dict[str, Any]) -> str | None:
     if "text" in choice:
         text = choice.get("text")
@@ -68,7 +124,7 @@ def _event(out: Outcome, data: str) -> None:
         return
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         out.fail("malformed", f"SSE event is not JSON: {data[:80]!r}")
         return
     if not isinstance(obj, dict):
@@ -79,11 +135,15 @@ def _event(out: Outcome, data: str) -> None:
         msg = err.get("message") if isinstance(err, dict) else err
         out.fail("stream_error", msg)
         return
+    why = _bad_fields(obj)
+    if why is not None:
+        out.fail("malformed", f"SSE event: {why}")
+        return
     usage = obj.get("usage")
     if isinstance(usage, dict):
         out.usage = usage
     choices = obj.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+    if isinstance(choices, list) and choices:
         text = _text_of(choices[0])
         if text:
             now = time.perf_counter()
@@ -92,7 +152,7 @@ def _event(out: Outcome, data: str) -> None:
             out.chunks.append(now)
         reason = choices[0].get("finish_reason")
         if reason:
-            out.finish_reason = reason
+            out.finish_reason = reason[:DETAIL_CHARS]
 
 
 async def _read_sse(resp: aiohttp.ClientResponse, out: Outcome) -> None:
@@ -138,19 +198,24 @@ def _body_error(status: int, body: bytes) -> str:
 def _whole(out: Outcome, body: bytes) -> None:
     try:
         obj = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         out.fail("malformed", f"response body is not JSON ({len(body)} bytes)")
         return
     if not isinstance(obj, dict):
         out.fail("malformed", "response body is not a JSON object")
         return
+    why = _bad_fields(obj)
+    if why is not None:
+        out.fail("malformed", f"response: {why}")
+        return
     if isinstance(obj.get("usage"), dict):
         out.usage = obj["usage"]
     choices = obj.get("choices")
-    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
+    if not (isinstance(choices, list) and choices):
         out.fail("malformed", "response has no choices")
         return
-    out.finish_reason = choices[0].get("finish_reason")
+    reason = choices[0].get("finish_reason")
+    out.finish_reason = reason[:DETAIL_CHARS] if reason is not None else None
     out.done = True
 
 
@@ -222,8 +287,10 @@ class ServerInfo:
 
 
 def _vocab(entry: dict[str, Any]) -> int | None:
-    for value in (entry.get("vocab_size"), (entry.get("meta") or {}).get("n_vocab")):
-        if isinstance(value, int) and value > 0:
+    meta = entry.get("meta")
+    for value in (entry.get("vocab_size"), meta.get("n_vocab") if isinstance(meta, dict)
+                  else None):
+        if isinstance(value, int) and not isinstance(value, bool) and 2 <= value < 2**31:
             return value
     return None
 
@@ -260,5 +327,5 @@ async def probe(session: aiohttp.ClientSession, base: str, headers: dict[str, st
     first = entries[0]
     mml = first.get("max_model_len")
     return ServerInfo(str(first.get("id")) if first.get("id") is not None else None,
-                      _vocab(first), mml if isinstance(mml, int) else None,
+                      _vocab(first), mml if _count(mml) else None,
                       [str(e.get("id")) for e in entries])

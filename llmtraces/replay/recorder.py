@@ -87,6 +87,37 @@ def rows_table(rows: Sequence[Mapping[str, Any]], yield_gil: bool = False) -> pa
     return pa.Table.from_arrays(arrays, schema=REQUEST_SCHEMA)
 
 
+#: What a value that does not fit its column raises in ``pa.array``.
+_UNFIT = (pa.ArrowException, TypeError, ValueError, OverflowError)
+
+
+def _fitted(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` with each value that does not fit its column set to null, and the row marked
+    failed (``malformed``, the columns named in ``error_detail``)."""
+    out, bad = dict(row), []
+    for f in REQUEST_SCHEMA:
+        try:
+            pa.array([row.get(f.name)], f.type)
+        except _UNFIT:
+            out[f.name] = None
+            bad.append(f.name)
+    if bad:
+        out["ok"] = False
+        if out.get("error") is None:
+            out["error"] = "malformed"
+        out["error_detail"] = f"values that do not fit requests.parquet: {', '.join(bad)}"
+    return out
+
+
+def safe_table(rows: Sequence[Mapping[str, Any]], yield_gil: bool = False) -> pa.Table:
+    """:func:`rows_table`, and when a value does not fit its column (an odd answer the client
+    let through) the same rows with such values nulled: one bad row never loses a batch."""
+    try:
+        return rows_table(rows, yield_gil)
+    except _UNFIT:
+        return rows_table([_fitted(r) for r in rows], yield_gil)
+
+
 def _part_paths(parts: Path) -> list[Path]:
     return sorted(parts.glob("part-*.parquet"))
 
@@ -144,7 +175,7 @@ class Recorder:
             if rows is None:
                 return
             try:
-                table = rows_table(rows, yield_gil=True)
+                table = safe_table(rows, yield_gil=True)
                 with atomic_path(self.parts / f"part-{self._seq:06d}.parquet") as tmp:
                     # uncompressed: the parts are temporary, finalize compresses
                     pq.write_table(table, tmp, compression="none")

@@ -39,6 +39,7 @@ from ..atomic import atomic_path
 from ..transforms import TraceLike
 from . import client, metrics
 from .errors import ReplayError
+from .options import check_endpoint, check_out, check_ranges, clear_outputs
 from .producer import Item, Producer
 from .prompts import BodySpec, PromptBuilder, TextRenderer
 from .recorder import REQUESTS, Recorder
@@ -83,6 +84,28 @@ class ReplayConfig:
     progress: bool = False
     flush_rows: int = 2048
     flush_s: float = 1.0
+    overwrite: bool = False
+
+    def check(self) -> ReplayConfig:
+        """Raise :class:`ReplayError` for a bad option (one line naming it, its value and what
+        is accepted) before anything is sent or written; return self."""
+        check_endpoint(self.endpoint)
+        if self.api not in APIS:
+            raise ReplayError(f"--api: {self.api!r} is not one of {', '.join(APIS)}")
+        if self.prompt_format not in ("auto", "ids", "text"):
+            raise ReplayError("--prompt-format must be auto, ids or text")
+        if self.prompt_source not in ("synthetic", "ids"):
+            raise ReplayError("--prompt-source must be synthetic or ids")
+        self.timing.check()
+        check_ranges([("--timeout", self.timeout_s), ("--grace", self.grace_s),
+                      ("--window-s", self.window_s), ("--max-concurrency", self.max_concurrency),
+                      ("--default-output-tokens", self.default_output_tokens),
+                      ("--vocab-size", self.vocab_size)])
+        check_ranges(("--percentiles", p) for p in self.percentiles)
+        check_ranges(("--slo", ms) for ms in (self.slo.as_dict().values() if self.slo else ()))
+        if not (self.lookahead >= 1 and self.flush_rows >= 1 and self.flush_s > 0):
+            raise ReplayError("lookahead and flush_rows must be >= 1, flush_s > 0")
+        return self
 
     def urls(self) -> tuple[str, str, str]:
         """(base URL, request URL, api) from ``endpoint``: a base URL, or the full URL of
@@ -93,8 +116,6 @@ class ReplayConfig:
                 return url[: -len(path)], url, api
         if url.endswith("/v1"):
             url = url[:-3]
-        if self.api not in APIS:
-            raise ReplayError(f"--api must be one of {', '.join(APIS)} (got {self.api!r})")
         return url, url + APIS[self.api], self.api
 
 
@@ -103,13 +124,10 @@ class Replay:
 
     def __init__(self, trace: TraceLike, cfg: ReplayConfig, out: Path,
                  echo: Callable[[str], None] | None = None) -> None:
-        self.cfg, self.out = cfg, Path(out)
+        self.cfg, self.out = cfg.check(), Path(out)
+        check_out(self.out, cfg.overwrite)
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr))
         self.base, self.url, self.api = cfg.urls()
-        if cfg.prompt_format not in ("auto", "ids", "text"):
-            raise ReplayError("--prompt-format must be auto, ids or text")
-        if cfg.prompt_source not in ("synthetic", "ids"):
-            raise ReplayError("--prompt-source must be synthetic or ids")
         if self.api == "chat" and (cfg.prompt_format == "ids" or cfg.prompt_source == "ids"):
             raise ReplayError("chat requests carry text: token-id prompts "
                               "(--prompt-format ids, --prompt-source ids) need --api "
@@ -117,8 +135,6 @@ class Replay:
         if cfg.slo is not None and cfg.slo.ttft_ms is not None and not cfg.stream:
             raise ReplayError("--slo ttft needs streaming: a non-streaming answer has no "
                               "first-token time")
-        if cfg.max_concurrency is not None and cfg.max_concurrency < 1:
-            raise ReplayError("--max-concurrency must be >= 1")
         self.schedule = Schedule(trace, cfg.timing)
         self.stop_reason: str | None = None
         self._stop = asyncio.Event()
@@ -128,6 +144,7 @@ class Replay:
         self.failed = 0
         self._late_max = 0.0
         self.t0 = 0.0
+        self.recorder: Recorder | None = None  # opened once the server has answered
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -272,7 +289,17 @@ class Replay:
                     f"max late {self._late_max * 1000:.1f} ms   ")
                 sys.stderr.flush()
 
-    async def _main(self, recorder: Recorder) -> dict[str, Any]:
+    def _open_recorder(self) -> Recorder:
+        """The output folder and its recorder, only once the server has answered and the first
+        requests are ready (a failed start writes nothing); with ``overwrite`` an earlier
+        run's outputs are removed first, other files stay."""
+        if self.cfg.overwrite:
+            clear_outputs(self.out)
+        self.recorder = Recorder(self.out, flush_rows=self.cfg.flush_rows,
+                                 flush_s=self.cfg.flush_s)
+        return self.recorder
+
+    async def _main(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGINT, self.request_stop, "interrupted")
@@ -293,6 +320,10 @@ class Replay:
             while (len(prod.items) < min(256, self.cfg.lookahead) and not prod.done.is_set()
                    and time.monotonic() < deadline):
                 await asyncio.sleep(0.005)
+            if (prod.error is not None and not prod.items) or self._stop.is_set():
+                prod.stop.set()  # the schedule failed before its first request, or Ctrl-C
+                raise prod.error if prod.error is not None else KeyboardInterrupt()
+            recorder = self._open_recorder()
             # objects alive now (trace decoding, tokenizer tables) never need collecting:
             # keep them out of the collector's way, so its pauses stay short during the run
             gc.collect()
@@ -331,15 +362,16 @@ class Replay:
 
     def run(self) -> dict[str, Any]:
         """Replay, write the outputs and return the summary (also on Ctrl-C; a crash still
-        writes ``requests.parquet`` and ``summary.json`` of what ran, then re-raises)."""
-        recorder = Recorder(self.out, flush_rows=self.cfg.flush_rows, flush_s=self.cfg.flush_s)
+        writes ``requests.parquet`` and ``summary.json`` of what ran, then re-raises). A start
+        that fails (server down, nothing to send) raises and writes nothing."""
+        self.recorder = None
         loop = _new_loop()
         old_switch = sys.getswitchinterval()
         sys.setswitchinterval(0.0002)
         info: client.ServerInfo | None = None
         crash: BaseException | None = None
         try:
-            got = loop.run_until_complete(self._main(recorder))
+            got = loop.run_until_complete(self._main())
             info = got["server"]
         except BaseException as exc:
             crash = exc
@@ -350,13 +382,15 @@ class Replay:
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+        if self.recorder is None:  # the server did not answer, or nothing was ready to send
+            raise crash if crash is not None else ReplayError("the replay did not start")
         try:
-            recorder.close()
+            self.recorder.close()
         except BaseException:
             if crash is None:
                 raise
         if crash is not None and self.t0 == 0.0:
-            raise crash  # nothing was sent (server down, bad options): no outputs
+            raise crash  # nothing was sent: an empty requests.parquet, no summary
         summary = self._finish(info, crash)
         if crash is not None:
             raise crash

@@ -11,12 +11,12 @@ from :func:`~llmtraces.transforms.synthesize` of the trace's
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..request import Request
 from ..schema import TraceStream
@@ -28,12 +28,14 @@ from ..transforms import (
     open_trace,
     rate_scale,
     rebase,
+    replayable,
     synthesize,
     time_scale,
     window,
 )
 from ..transforms._math import Sampler
 from .errors import ReplayError
+from .options import MAX_SPAN_S, check_range, check_ranges
 
 ARRIVALS = ("trace", "poisson", "gamma")
 #: rows decoded into Request records at a time (small: the producer shares the GIL)
@@ -70,14 +72,12 @@ class Timing:
         if self.modeled and self.speedup is not None:
             raise ReplayError("--modeled takes --rps (the model's rate is scaled), not "
                               "--speedup")
-        for name in ("speedup", "rps", "duration_s"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise ReplayError(f"--{name.removesuffix('_s')} must be > 0 (got {value})")
-        if not (self.cv > 0 and math.isfinite(self.cv)):
-            raise ReplayError(f"--cv must be > 0 (got {self.cv})")
-        if self.max_requests is not None and self.max_requests < 1:
-            raise ReplayError(f"--max-requests must be >= 1 (got {self.max_requests})")
+        check_ranges([("--speedup", self.speedup), ("--rps", self.rps),
+                      ("--duration", self.duration_s), ("--cv", self.cv),
+                      ("--max-requests", self.max_requests)])
+        if self.window is not None:
+            check_range("--window START", self.window[0], "--window")
+            check_range("--window DURATION", self.window[1], "--window")
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -112,6 +112,32 @@ def _rows(stream: TraceStream) -> Iterator[Request]:
                 yield Request.from_row(row)
 
 
+def _span_s(stream: Any) -> float:
+    """Seconds from the earliest to the latest arrival of a replayable stream (0 when empty),
+    from one pass over ``arrival_us`` only."""
+    lo: int | None = None
+    hi: int | None = None
+    for batch in stream.reopen(["arrival_us"]):
+        mm = pc.min_max(batch.column(0))
+        if mm["min"].as_py() is not None:
+            lo = min(x for x in (lo, mm["min"].as_py()) if x is not None)
+            hi = max(x for x in (hi, mm["max"].as_py()) if x is not None)
+    return 0.0 if lo is None or hi is None else (hi - lo) / 1e6
+
+
+def _check_span(t: Timing, span_s: float, speedup: float) -> None:
+    """Refuse a time scale that stretches the schedule past :data:`MAX_SPAN_S` (where the
+    arrival times would also overflow): one line naming the option and the bound."""
+    if not span_s or span_s / speedup <= MAX_SPAN_S:
+        return
+    option, value = ("--speedup", t.speedup) if t.speedup is not None else ("--rps", t.rps)
+    assert value is not None
+    least = value * span_s / speedup / MAX_SPAN_S
+    raise ReplayError(f"{option}: {value:g} stretches the trace's {span_s:,.0f} s to "
+                      f"{span_s / speedup:.3g} s; expected {option} >= {least:.3g}, which keeps "
+                      f"the schedule under {MAX_SPAN_S:.0e} s (about 3 years)")
+
+
 class Schedule:
     """The requests of a trace with their due times, streamed in order of the trace's rows.
 
@@ -125,10 +151,14 @@ class Schedule:
         stream: TraceStream
         if t.arrivals == "trace" and not t.modeled:
             stream = rebase(_selected(trace, t))
-            if t.speedup is not None:
-                stream = time_scale(stream, t.speedup)
-            elif t.rps is not None:
-                stream = rate_scale(stream, t.rps)
+            if t.speedup is not None or t.rps is not None:
+                stream = replayable(stream)
+                span_s = _span_s(stream)
+                if t.speedup is not None:
+                    stream = time_scale(stream, t.speedup)
+                else:
+                    stream = rate_scale(stream, t.rps)  # type: ignore[arg-type]
+                _check_span(t, span_s, stream.meta["transforms"][-1]["speedup"])
             self.meta: dict[str, Any] = stream.meta
             self._iter = self._own(stream)
         elif t.modeled:

@@ -3,27 +3,28 @@
 pyarrow parses the file in blocks with every column as a string, so bad values can be found
 with vector operations and reported with their line. ``newlines_in_values`` stays off, so data
 record ``i`` is physical line ``i + 2``; a structurally broken line (wrong field count, blank
-line) stops the read and a slow scan finds its exact line number.
+line) stops the read and a slow scan finds its exact line number. A record longer than
+``ctx.max_line`` (:mod:`llmtraces.text.limits`), bytes that are not UTF-8 and a broken gzip
+stream are errors naming the file (and the line where it is known), in bounded memory.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-import io
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from ..report import KEEP_PER_CODE, Level
-from . import GZIP_MAGIC, ReadContext, read_first_line
+from . import ReadContext, is_gzip, one_line, read_first_line, unreadable
+from .limits import line_too_long
 
-#: Largest CSV block tried for a record longer than the default block (a token-id list).
-MAX_BLOCK = 1 << 30
+_BOM = b"\xef\xbb\xbf"
 #: Characters of a bad value shown in a report.
 SHOW_CHARS = 120
 
@@ -51,26 +52,72 @@ def split_header(first_line: str) -> list[str]:
     return next(csv.reader([first_line]))
 
 
-def _is_gzip(ctx: ReadContext) -> bool:
-    with ctx.path.open("rb") as fh:
-        return fh.read(2) == GZIP_MAGIC
+class _Found(Exception):
+    """The first problem a slow scan found: its line, code, message and the text shown."""
+
+    def __init__(self, line: int, code: str, message: str, value: str | None = None) -> None:
+        super().__init__(message)
+        self.line, self.code, self.message, self.value = line, code, message, value
 
 
-def text_stream(ctx: ReadContext) -> Any:
-    """The file as text (gzip or not), for Python's ``csv`` module (slow paths only)."""
-    # Python's csv refuses fields over 128 KiB by default; token-list cells are longer.
-    csv.field_size_limit(max(csv.field_size_limit(), (1 << 31) - 1))
-    if _is_gzip(ctx):
-        return io.TextIOWrapper(gzip.open(ctx.path, "rb"), encoding="utf-8-sig", newline="")
-    return ctx.path.open(encoding="utf-8-sig", newline="")
+def _text_lines(ctx: ReadContext, seen: list[int], decode: bool = True
+                ) -> Generator[str, None, None]:
+    """The file's physical lines as text (line ends kept), each read in bounded memory; a line
+    over ``ctx.max_line``, bytes that are not UTF-8 (unless not ``decode``) or a broken gzip
+    stream raise :class:`_Found`. ``seen[0]`` counts the lines read."""
+    gz = is_gzip(ctx.path)
+    try:
+        with gzip.open(ctx.path, "rb") if gz else ctx.path.open("rb") as fh:
+            while raw := fh.readline(ctx.max_line + 3):
+                seen[0] += 1
+                if len(raw.rstrip(b"\r\n")) > ctx.max_line:
+                    raise _Found(seen[0], "line-length", line_too_long(ctx.max_line))
+                raw = raw.removeprefix(_BOM) if seen[0] == 1 else raw
+                if not decode:
+                    yield ""
+                    continue
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    shown = raw.rstrip(b"\r\n").decode("utf-8", "replace")[:SHOW_CHARS]
+                    raise _Found(seen[0], "encoding", f"not UTF-8 at byte {exc.start}",
+                                 shown) from None
+                yield text
+    except (EOFError, OSError, zlib.error) as exc:
+        raise _Found(seen[0] + 1, "read", unreadable(exc, gz)) from None
+
+
+def _fields(text: str, line: int) -> list[str]:
+    """One physical line as CSV fields (pyarrow reads each line as one record)."""
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error as exc:  # a bare CR inside the line
+        raise _Found(line, "structure", f"not a CSV line: {one_line(exc)}",
+                     text.rstrip("\r\n")[:SHOW_CHARS]) from None
+
+
+def first_record(ctx: ReadContext) -> list[str] | None:
+    """The fields of the first data record (line 2), or None where there is none or it
+    cannot be read (the read itself then reports why)."""
+    csv.field_size_limit(max(csv.field_size_limit(), ctx.max_line + 3))
+    seen = [0]
+    lines = _text_lines(ctx, seen)
+    try:
+        next(lines, None)
+        second = next(lines, None)
+        return None if second is None else _fields(second, 2)
+    except _Found:
+        return None
+    finally:
+        lines.close()
 
 
 def line_ends(ctx: ReadContext) -> dict[str, object]:
     """The file's newline (CRLF or LF) and whether its last line ends with one (None: unknown,
     for gzip, where finding out would mean reading the whole stream)."""
-    gz = _is_gzip(ctx)
+    gz = is_gzip(ctx.path)
     with (gzip.open(ctx.path, "rb") if gz else ctx.path.open("rb")) as fh:
-        first = fh.readline(1 << 16)
+        first = fh.readline(1 << 16)  # read_first_line read it already: no gzip error here
     final: bool | None = None
     if not gz:
         with ctx.path.open("rb") as fh:
@@ -86,14 +133,27 @@ def _only_header(ctx: ReadContext) -> bool:
         return b"\n" not in fh.read(1 << 16) and ctx.path.stat().st_size < 1 << 16
 
 
-def _locate_bad_line(ctx: ReadContext, width: int) -> tuple[int, str] | None:
-    # Slow path, only after pyarrow refused the file: the first data record of the wrong width.
-    with text_stream(ctx) as fh:
-        reader = csv.reader(fh)
-        next(reader, None)  # the header
-        for record in reader:
-            if len(record) != width:
-                return reader.line_num, ",".join(record)[:SHOW_CHARS]
+def _first_problem(ctx: ReadContext, names: list[str], lengths_only: bool = False
+                   ) -> _Found | None:
+    """Slow path, only after pyarrow refused the file: the first line too long, not UTF-8 or
+    of the wrong width (``lengths_only``: too long), read line by line in bounded memory."""
+    csv.field_size_limit(max(csv.field_size_limit(), ctx.max_line + 3))
+    seen = [0]
+    lines = _text_lines(ctx, seen, decode=not lengths_only)
+    try:
+        next(lines, None)  # the header
+        for text in lines:
+            if lengths_only:
+                continue
+            record = _fields(text, seen[0])
+            if len(record) != len(names):
+                return _Found(seen[0], "structure",
+                              f"expected {len(names)} fields ({','.join(names)})",
+                              ",".join(record)[:SHOW_CHARS])
+    except _Found as found:
+        return found
+    finally:
+        lines.close()
     return None
 
 
@@ -127,10 +187,12 @@ def stream_csv(ctx: ReadContext, names: list[str], *, empty_is_null: bool = Fals
     if ctx.meta.get("native_layout", {}).get("final_newline") is False and _only_header(ctx):
         return  # pyarrow refuses a lone header with no newline; it is an empty trace
     internal = [n or f"_unnamed{i}" for i, n in enumerate(names)]
-    block = ctx.batch_bytes
+    block = max(1, min(ctx.batch_bytes, ctx.max_line // 4))
     start = 0
+    scanned = False  # whether a scan found no line over the limit
+    gz = is_gzip(ctx.path)
     while True:
-        stream = pa.input_stream(ctx.path, compression="gzip" if _is_gzip(ctx) else None)
+        stream = pa.input_stream(ctx.path, compression="gzip" if gz else None)
         options = dict(
             read_options=pcsv.ReadOptions(block_size=block, use_threads=True,
                                           column_names=internal, skip_rows=1,
@@ -153,19 +215,34 @@ def stream_csv(ctx: ReadContext, names: list[str], *, empty_is_null: bool = Fals
         except StopIteration:
             return
         except pa.ArrowInvalid as exc:
-            if "straddl" in str(exc) and block < MAX_BLOCK:
-                block *= 4  # a record longer than the block: again from it, larger blocks
+            if "straddl" in str(exc) and block < ctx.max_line:
+                # A record longer than the block: again from it, with blocks 4x larger, up to
+                # the line limit. pyarrow reads a record up to twice the block, so blocks of
+                # half the limit or more come after a scan found no line over the limit.
+                block = min(block * 4, ctx.max_line)
+                if 2 * block >= ctx.max_line and not scanned:
+                    scanned = True
+                    if _first_problem(ctx, names, lengths_only=True):
+                        _report_first_problem(ctx, names, exc)
+                        return
                 continue
-            found = _locate_bad_line(ctx, len(names))
-            if found:
-                ctx.report.error("structure", ctx.label,
-                                 f"expected {len(names)} fields ({','.join(names)})",
-                                 line=found[0], value=found[1])
-            else:
-                ctx.report.error("structure", ctx.label, f"unreadable CSV: {exc}")
+            _report_first_problem(ctx, names, exc)
+            return
+        except (EOFError, OSError, zlib.error) as exc:  # a broken gzip stream, an I/O error
+            ctx.report.error("read", ctx.label, unreadable(exc, gz))
             return
         finally:
             stream.close()
+
+
+def _report_first_problem(ctx: ReadContext, names: list[str], exc: Exception) -> None:
+    found = _first_problem(ctx, names)
+    if found is not None:
+        ctx.report.error(found.code, ctx.label, found.message, line=found.line,
+                         value=found.value)
+    else:
+        ctx.report.error("structure", ctx.label,
+                         f"unreadable CSV: {one_line(exc, SHOW_CHARS)}")
 
 
 def iter_csv(ctx: ReadContext, required: Sequence[str], optional: Sequence[str] = ()
@@ -225,17 +302,24 @@ def is_count(raw: pa.Array) -> pa.Array:
     return is_digits(raw, 18)
 
 
-def parse_counts(ctx: ReadContext, batch: CsvBatch, column: str) -> pa.Array:
-    """A column of non-negative integer counts as int64; bad cells are reported (and read as 0)."""
+def parse_counts(ctx: ReadContext, batch: CsvBatch, column: str, most: int | None = None
+                 ) -> pa.Array:
+    """A column of non-negative integer counts as int64; bad cells (and, given ``most``, counts
+    above it: an int32 column) are reported (and read as 0)."""
     raw = batch.columns[column]
     ok = is_count(raw)
     if pc.all(ok).as_py():  # the usual case: a plain cast, no masking pass
-        return pc.cast(raw, pa.int64())
-    bad = pc.invert(ok)  # some row is bad: report each
-    empty = pc.equal(raw, "")
-    negative = pc.match_substring_regex(raw, r"^-[0-9]+$")
-    other = pc.and_(bad, pc.invert(pc.or_(empty, negative)))
-    report_rows(ctx, batch, empty, column, "missing", "empty value; expected a token count")
-    report_rows(ctx, batch, negative, column, "negative", "negative token count")
-    report_rows(ctx, batch, other, column, "not-integer", "expected a non-negative integer")
-    return pc.cast(pc.if_else(ok, raw, "0"), pa.int64())
+        counts = pc.cast(raw, pa.int64())
+    else:
+        bad = pc.invert(ok)  # some row is bad: report each
+        empty = pc.equal(raw, "")
+        negative = pc.match_substring_regex(raw, r"^-[0-9]+$")
+        other = pc.and_(bad, pc.invert(pc.or_(empty, negative)))
+        report_rows(ctx, batch, empty, column, "missing", "empty value; expected a token count")
+        report_rows(ctx, batch, negative, column, "negative", "negative token count")
+        report_rows(ctx, batch, other, column, "not-integer", "expected a non-negative integer")
+        counts = pc.cast(pc.if_else(ok, raw, "0"), pa.int64())
+    if most is None or not pc.any(big := pc.greater(counts, most)).as_py():
+        return counts
+    report_rows(ctx, batch, big, column, "range", f"larger than {most:,}")
+    return pc.if_else(big, 0, counts)

@@ -20,6 +20,7 @@ import pyarrow.json as pjson
 from ..atomic import atomic_path
 from ..errors import InvalidTraceError
 from ..schema import TraceStream
+from .limits import check_json_cells
 from .seconds import FIXED6, Style, format_styled
 
 
@@ -56,6 +57,7 @@ def kept_values(batch: pa.RecordBatch, names: list[str]) -> dict[str, pa.Array]:
     extra = batch.column("extra")
     if extra.null_count == batch.num_rows:
         return {n: pa.nulls(batch.num_rows, pa.string()) for n in names}
+    check_json_cells(extra, "extra")  # pyarrow.json crashes on deep nesting
     objects = pc.fill_null(extra, "{}")
     one = pa.ListArray.from_arrays(pa.array([0, len(objects)], pa.int32()), objects)
     text = pc.binary_join(one, "\n")[0].as_buffer()

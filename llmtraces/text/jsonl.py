@@ -10,8 +10,11 @@ a block is line ``start + i + 1`` on both paths; a bad line becomes a row of nul
 never converted, since the report then fails. A block's problems, from parsing and from the
 caller's value checks, reach the report in line order.
 
-Writing: :func:`write_jsonl` writes rows back in the layout :func:`describe_layout` recorded
-(key order, separators, escaping, line ends), so a file read and written again is unchanged.
+Limits (:mod:`llmtraces.text.limits`): a line longer than ``ctx.max_line`` ends the read with
+an error naming it, before it is held whole; a line nested deeper than ``ctx.max_depth`` is an
+error, found before any parser sees the block (deep nesting crashes parsers).
+
+Writing is :mod:`llmtraces.text.jsonlwrite`, in the layout :func:`describe_layout` records.
 """
 
 from __future__ import annotations
@@ -19,21 +22,18 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+import zlib
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from ..atomic import atomic_path
 from ..report import Level, Problem, Report
-from . import GZIP_MAGIC, ReadContext
-
-if TYPE_CHECKING:
-    from ..schema import TraceStream
+from . import ReadContext, is_gzip, unreadable
+from .limits import deep_lines, is_too_deep, line_too_long, max_json_depth, too_deep
 
 Kind = Literal["int", "number", "string", "int_list", "bool"]
 
@@ -131,6 +131,8 @@ def first_record_keys(first_line: str) -> set[str] | None:
     if not text.startswith("{"):
         return None
     try:
+        if is_too_deep(text, max_json_depth()):
+            raise ValueError("too deep to parse")  # the reader reports it with its line
         obj = json.loads(text)
     except ValueError:
         return set(_KEY.findall(text)) or None
@@ -156,6 +158,8 @@ def describe_layout(line: str) -> dict[str, Any]:
     """
     text = line.rstrip("\r\n")
     try:
+        if is_too_deep(text, max_json_depth()):
+            raise ValueError("too deep to parse")
         obj = json.loads(text)
     except ValueError:
         return {"keys": [], "separators": list(_SEPARATORS[0]), "ensure_ascii": True,
@@ -183,25 +187,51 @@ def _read_full(fh: Any, size: int) -> bytes:
     return b"".join(parts)
 
 
+def _first_length(buf: bytes) -> int:
+    """Bytes of the first line of ``buf`` without its line end (LF or CRLF); without a newline,
+    all of ``buf`` but a last CR (its LF may come in the next piece)."""
+    end = buf.find(b"\n")
+    if end < 0:
+        return len(buf) - buf.endswith(b"\r")
+    return end - (end > 0 and buf[end - 1] == 13)
+
+
 def _line_blocks(ctx: ReadContext) -> Iterator[bytes]:
-    """The (possibly gzip) file as blocks of whole lines; only the last may lack its newline."""
-    with ctx.path.open("rb") as fh:
-        gz = fh.read(2) == GZIP_MAGIC
-    with pa.input_stream(ctx.path, compression="gzip" if gz else None) as fh:
-        rest = b""
-        while True:
-            chunk = _read_full(fh, ctx.batch_bytes)
-            if not chunk:
-                if rest:
-                    yield rest
-                return
-            buf = rest + chunk if rest else chunk
-            cut = buf.rfind(b"\n")
-            if cut < 0:  # a line longer than a block: keep reading
-                rest = buf
-                continue
-            yield buf[: cut + 1]
-            rest = buf[cut + 1:]
+    """The (possibly gzip) file as blocks of whole lines; only the last may lack its newline.
+
+    Reads go in pieces of at most ``ctx.max_line`` bytes, so only the first line of a piece
+    plus what came before it can be longer than the limit: that one line is measured, and a
+    line over the limit (or a broken gzip stream) is an error that ends the read.
+    """
+    gz = is_gzip(ctx.path)
+    piece = max(1, min(ctx.batch_bytes, ctx.max_line))
+    lines = 0
+    try:
+        with pa.input_stream(ctx.path, compression="gzip" if gz else None) as fh:
+            rest = b""
+            while True:
+                chunk = _read_full(fh, piece)
+                if not chunk:
+                    if rest and _first_length(rest) > ctx.max_line:
+                        ctx.report.error("line-length", ctx.label, line_too_long(ctx.max_line),
+                                         line=lines + 1)
+                    elif rest:
+                        yield rest
+                    return
+                buf = rest + chunk if rest else chunk
+                if _first_length(buf) > ctx.max_line:
+                    ctx.report.error("line-length", ctx.label, line_too_long(ctx.max_line),
+                                     line=lines + 1)
+                    return
+                cut = buf.rfind(b"\n")
+                if cut < 0:  # a line longer than a block: keep reading
+                    rest = buf
+                    continue
+                lines += buf.count(b"\n", 0, cut + 1)
+                yield buf[: cut + 1]
+                rest = buf[cut + 1:]
+    except (EOFError, OSError, zlib.error) as exc:
+        ctx.report.error("read", ctx.label, unreadable(exc, gz), line=lines + 1)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -272,9 +302,11 @@ def _fast(block: bytes, n_lines: int, keys: Sequence[Key], schema: pa.Schema
     return columns
 
 
-def _exact(ctx: ReadContext, block: bytes, start: int, keys: Sequence[Key]
+def _exact(ctx: ReadContext, block: bytes, start: int, keys: Sequence[Key],
+           deep: Collection[int] = ()
            ) -> tuple[dict[str, pa.Array], list[dict[str, Any] | None] | None]:
-    """The block line by line with Python's json, reporting every bad line."""
+    """The block line by line with Python's json, reporting every bad line; the lines in
+    ``deep`` (0-based) are nested too deep to parse and are reported without parsing."""
     names = {k.name for k in keys}
     values: dict[str, list[Any]] = {k.name: [] for k in keys}
     extra: list[dict[str, Any] | None] = []
@@ -290,7 +322,10 @@ def _exact(ctx: ReadContext, block: bytes, start: int, keys: Sequence[Key]
             ctx.report.error("encoding", ctx.label, f"not UTF-8 at byte {exc.start}", line=line,
                              value=cut(raw.decode("utf-8", "replace")))
             text = None
-        if text is not None:
+        if text is not None and i in deep:
+            ctx.report.error("depth", ctx.label, too_deep(ctx.max_depth), line=line,
+                             value=cut(text))
+        elif text is not None:
             if not text.strip():
                 ctx.report.error("blank", ctx.label, "blank line; expected a JSON object",
                                  line=line, value=text)
@@ -333,6 +368,10 @@ def _parse_line(ctx: ReadContext, text: str, line: int) -> dict[str, Any] | None
         ctx.report.error("json", ctx.label, "expected a JSON object", line=line,
                          value=cut(text))
         return None
+    if "\\u" in text and not _encodable(json.dumps(obj, ensure_ascii=False)):
+        ctx.report.error("encoding", ctx.label, "a \\u escape gives a lone surrogate, which is "
+                         "not text; expected valid Unicode", line=line, value=cut(text))
+        return None
     return obj
 
 
@@ -361,10 +400,11 @@ def iter_jsonl(ctx: ReadContext, keys: Sequence[Key]) -> Iterator[JsonBlock]:
                 layout.update(describe_layout(first.decode("utf-8", "replace")),
                               newline="\r\n" if first.endswith(b"\r") else "\n", bom=bom)
             n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-            columns = _fast(block, n_lines, keys, schema)
+            deep = deep_lines(block, ctx.max_depth)  # before any parser sees them
+            columns = None if deep else _fast(block, n_lines, keys, schema)
             extra = None
             if columns is None:
-                columns, extra = _exact(ctx, block, start, keys)
+                columns, extra = _exact(ctx, block, start, keys, set(deep))
             yield JsonBlock(start, n_lines, columns, extra, ordered)
             ordered.flush()
             start += n_lines
@@ -440,49 +480,3 @@ def extra_json(rows: list[dict[str, Any] | None]) -> pa.Array:
     """Per-row dicts as the unified ``extra`` column (JSON text; null for an empty row)."""
     return pa.array([json.dumps(r, ensure_ascii=False) if r else None for r in rows],
                     pa.string())
-
-
-DEFAULT_LAYOUT: dict[str, Any] = {"keys": [], "separators": [", ", ": "], "ensure_ascii": True,
-                                  "newline": "\n", "final_newline": True, "bom": False}
-
-
-def output_layout(meta: dict[str, Any], own_format: str) -> dict[str, Any]:
-    """The layout a JSONL writer should use: the native one if the trace was read from a file of
-    ``own_format`` (so the file comes back as it was), else ``json.dumps`` defaults and LF."""
-    native = meta.get("native_layout") or {}
-    if meta.get("native_format") == own_format and native.get("keys"):
-        return {**DEFAULT_LAYOUT, **native}
-    return dict(DEFAULT_LAYOUT)
-
-
-Records = Callable[[pa.RecordBatch, dict[str, Any]], list[dict[str, Any]]]
-
-
-def write_jsonl(stream: TraceStream, dest: Path, own_format: str, records: Records) -> int:
-    """Write one JSON object per row, atomically, in :func:`output_layout`'s layout.
-
-    ``records(batch, layout)`` gives the row objects with keys in the order to write. The final
-    newline is looked up after the last batch, since a reader feeding the stream learns it at
-    the end of its file.
-    """
-    rows = 0
-    layout = output_layout(stream.meta, own_format)
-    with atomic_path(dest) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
-        started = False
-        for batch in stream.batches:
-            if not started:
-                layout = output_layout(stream.meta, own_format)  # live: set by the first read
-                if layout.get("bom"):
-                    fh.write("\ufeff")
-                started = True
-            seps = (layout["separators"][0], layout["separators"][1])
-            ascii_ = bool(layout["ensure_ascii"])
-            lines = [json.dumps(r, separators=seps, ensure_ascii=ascii_)
-                     for r in records(batch, layout)]
-            if lines:
-                fh.write((layout["newline"] if rows else "") + layout["newline"].join(lines))
-            rows += len(lines)
-        final = output_layout(stream.meta, own_format).get("final_newline", True)
-        if rows and final is not False:
-            fh.write(layout["newline"])
-    return rows

@@ -8,23 +8,23 @@ and time-axis changes (:func:`time_scale`, :func:`rate_scale`, :func:`rebase`) t
 :func:`fit` models a trace as BurstGPT does (per-window Gamma inter-arrivals, Zipf request
 lengths, response lengths conditional on request length) and :func:`synthesize` draws a new
 trace from such a :class:`TraceModel`. See ``docs/transforms.md``.
+
+The view itself (:class:`TraceView`, :func:`open_trace`, :func:`to_table`) is defined in
+:mod:`llmtraces.pipeline` and importable from here.
 """
 
 from __future__ import annotations
 
-from ._stream import (
-    EmptyResultWarning,
-    ReplayableStream,
-    TraceLike,
-    TraceView,
-    TransformError,
-    open_trace,
-    replayable,
-    to_table,
-)
-from .modeled import GammaWindow, TraceModel, fit, synthesize
-from .ops import filter, head, mean_rate, merge, rate_scale, rebase, sample, time_scale, window
+from ..pipeline.inputs import TraceLike, open_trace, to_table
+from ..pipeline.view import ReplayableStream, TraceView, TransformError
+from ._stream import EmptyResultWarning, replayable
+from .fitting import fit
+from .merging import merge
+from .modeled import GammaWindow, TraceModel
+from .ops import filter, head, mean_rate, rate_scale, rebase, time_scale, window
 from .pipeline import Plan
+from .sampling import sample
+from .synthesis import synthesize
 
 __all__ = ["EmptyResultWarning", "GammaWindow", "Plan", "ReplayableStream", "TraceLike",
            "TraceModel", "TraceView", "TransformError", "filter", "fit", "head", "mean_rate",

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..schema import row_index
+
 
 def digamma(x: float) -> float:
     """ψ(x) for x > 0."""
@@ -78,9 +80,7 @@ def gamma_mle(mean: float, mean_log: float, *, tol: float = 1e-12, steps: int = 
 
 def _log_support(k_min: int, k_max: int) -> pa.Array:
     n = k_max - k_min + 1
-    from ._stream import arange
-
-    return pc.ln(pc.add(arange(k_min, n), 0).cast(pa.float64()))
+    return pc.ln(pc.add(row_index(k_min, n), 0).cast(pa.float64()))
 
 
 def _zipf_moments(logk: pa.Array, s: float) -> tuple[float, float]:

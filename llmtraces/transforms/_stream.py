@@ -1,22 +1,17 @@
-"""Plumbing shared by the transforms: the re-readable :class:`TraceView`, first passes, live
-metadata, and request-id renumbering with parent links kept.
+"""Plumbing shared by the transforms: first passes, derived metadata, request-id renumbering
+with parent links kept, and :func:`derive`, which builds a transform's :class:`TraceView`.
 
-Every transform takes a trace and returns a :class:`TraceView`: a recipe, not a result. Each
-read (``batches``, :meth:`TraceView.to_table`, a writer) opens its source again (a unified
-Parquet file, a pyarrow Table, a native file, or the view it was derived from) and streams it
-batch by batch, so a view can be read any number of times in bounded memory. The few
-transforms that need a fact about the whole trace (its first arrival, its mean rate, a
-sampling threshold) take it in a first pass over only the columns they need (``reopen``);
-where that would mean parsing a native file twice, it is spooled once to a temporary Parquet
-file instead.
+Every transform takes a trace and returns a view (:mod:`llmtraces.pipeline.view`): a recipe,
+not a result, re-read from its source at each read. The few transforms that need a fact about
+the whole trace (its first arrival, its mean rate, a sampling threshold) take it in a first
+pass over only the columns they need (``reopen``); where that would mean parsing a native file
+twice, it is spooled once to a temporary Parquet file instead (:func:`replayable`).
 """
 
 from __future__ import annotations
 
 import array
 import copy
-import importlib
-import json
 import os
 import shutil
 import sys
@@ -24,329 +19,25 @@ import tempfile
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from ..errors import InvalidTraceError, LLMTracesError
-from ..schema import METADATA_KEY, TRACE_SCHEMA, TraceStream
+from ..errors import InvalidTraceError
+from ..formats.parquet import write
+from ..pipeline.inputs import TraceLike, open_trace, parquet_stream
+from ..pipeline.view import Reopen, TraceView, TransformError, describe_op, label, live
+from ..schema import TRACE_SCHEMA, row_index
 
-#: Rows per batch that the transforms read and write (the Parquet writer's row group size).
-BATCH_ROWS = 1 << 17
-
-#: What the transforms accept: a :class:`TraceView` (or any stream), a pyarrow Table in the
-#: unified schema, a path to a unified Parquet file or a native trace file, or a registry id
-#: (``"azure-llm-2023/code"``; ``"burstgpt"`` alone for a source with one trace).
-TraceLike: TypeAlias = "TraceStream | pa.Table | str | os.PathLike[str]"
-
-#: Opens a trace again: the batches of the given columns only, from the start.
-Reopen = Callable[[Sequence[str]], Iterator[pa.RecordBatch]]
-
-
-class TransformError(LLMTracesError, ValueError):
-    """A transform that cannot apply to this trace or these parameters (e.g. no timing)."""
+Batches = Iterator[pa.RecordBatch]
+#: A transform's batch function: input batches in, output batches out.
+BatchFn = Callable[[Batches], Batches]
 
 
 class EmptyResultWarning(UserWarning):
     """A transform kept none of its input's requests (e.g. a window outside the trace)."""
-
-
-class TraceView(TraceStream):
-    """A unified trace that can be read again and again: what every transform returns.
-
-    Reading it (``batches``, :meth:`to_table`, :meth:`to_pandas`, any writer or
-    :func:`llmtraces.export`) opens its source again and streams it, so reading twice gives
-    the same rows, and memory holds a batch at a time unless :meth:`to_table` is asked for.
-    Pass it to any transform, to :func:`llmtraces.load` or :func:`llmtraces.iter_requests`.
-
-    ``meta`` (also :attr:`metadata`) is the trace metadata; a read keeps it up to date (its
-    ``rows`` is set once a read has finished). ``reopen(columns)`` reads only those columns,
-    for first passes, where that is cheap (None for a native file, which is spooled instead);
-    ``parquet`` is set for an untransformed unified Parquet file.
-
-    Examples
-    --------
-    >>> import llmtraces
-    >>> w = llmtraces.window(llmtraces.load("azure-llm-2023", trace="code"), 30, 30)
-    >>> w
-    <TraceView azure-llm-2023/code: 46 requests, 9.1 s, window(30s..60s)>
-    >>> w.num_rows, w.to_table().num_rows, w.to_table().num_rows   # re-readable
-    (46, 46, 46)
-    """
-
-    def __init__(self, meta: dict[str, Any], read: Callable[[], Iterator[pa.RecordBatch]], *,
-                 reopen: Reopen | None = None, parquet: Path | None = None,
-                 first: Iterator[pa.RecordBatch] | None = None, settled: bool = True,
-                 checked_at_end: bool = False, table: pa.Table | None = None) -> None:
-        self.meta = meta
-        self.reopen = reopen
-        self.parquet = parquet
-        #: Metadata complete before any read (False: a native reader fills it as it goes).
-        self.settled = settled
-        #: A read must go to the end for the input to be checked (a native reader's checks).
-        self.checked_at_end = checked_at_end
-        self._read = read
-        self._first = first  # a read already opened (a native file's first scan)
-        self._table = table
-        self._facts: ArrivalFacts | None = None
-
-    @property
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        """A new read of the trace from its start (unified record batches)."""
-        first, self._first = self._first, None
-        return first if first is not None else self._read()
-
-    @batches.setter
-    def batches(self, value: Iterator[pa.RecordBatch]) -> None:
-        raise AttributeError("a TraceView is re-read from its source; its batches cannot be "
-                             "replaced (build a TraceStream instead)")
-
-    __eq__ = object.__eq__
-    __hash__ = object.__hash__
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """The trace metadata (source, licence, time semantics, ``transforms``, ``rows``)."""
-        return self.meta
-
-    @property
-    def num_rows(self) -> int:
-        """Number of requests: from the metadata or Parquet footer when known, else counted
-        in one pass over as few columns as the recipe needs (nothing is kept)."""
-        if self._table is not None:
-            return int(self._table.num_rows)
-        if self.parquet is not None:
-            return int(pq.ParquetFile(self.parquet).metadata.num_rows)
-        rows = self.meta.get("rows")
-        if rows is None:
-            batches = self.reopen(["request_id"]) if self.reopen is not None else self.batches
-            rows = sum(b.num_rows for b in batches)
-            self.meta["rows"] = rows
-        return int(rows)
-
-    def to_table(self) -> pa.Table:
-        """The whole trace as a pyarrow Table in the unified schema, its metadata in the
-        schema's ``llmtraces.trace`` entry (read it into memory only when it fits)."""
-        return to_table(self)
-
-    def to_pandas(self) -> Any:
-        """The whole trace as a pandas DataFrame (needs the ``pandas`` extra)."""
-        try:
-            importlib.import_module("pandas")
-        except ImportError:
-            raise ImportError("TraceView.to_pandas needs pandas: pip install "
-                              "'llmtraces[pandas]' (or use to_table(), a pyarrow Table)"
-                              ) from None
-        return self.to_table().to_pandas()
-
-    def __repr__(self) -> str:
-        return f"<TraceView {label(self.meta)}: {self._summary()}>"
-
-    def _summary(self) -> str:
-        """Rows and time span where they are cheap to know, then the transforms applied."""
-        parts = []
-        facts = self._cheap_facts()
-        rows = facts.rows if facts is not None else self.meta.get("rows")
-        parts.append(f"{rows:,} requests" if rows is not None else "? requests (not read yet)")
-        if facts is not None and facts.first_us is not None and facts.last_us is not None:
-            parts.append(span_text((facts.last_us - facts.first_us) / 1e6))
-        ops = [describe_op(e) for e in self.meta.get("transforms") or []]
-        if ops:
-            parts.append(" | ".join(ops))
-        return ", ".join(parts)
-
-    def _cheap_facts(self) -> ArrivalFacts | None:
-        """Rows and arrival range, from statistics or a pass over ``arrival_us``; None where
-        that would mean parsing a native file, or where the pass fails."""
-        if self._facts is None and self.reopen is not None:
-            try:
-                self._facts = arrival_facts(self)
-            except Exception:  # a repr never raises: the read reports the problem
-                return None
-        return self._facts
-
-
-#: The old name of :class:`TraceView`.
-ReplayableStream = TraceView
-
-
-def label(meta: dict[str, Any]) -> str:
-    """``source/trace`` of a trace's metadata, or what names it best."""
-    source, trace = meta.get("source"), meta.get("trace")
-    if source and trace:
-        return f"{source}/{trace}"
-    return str(trace or meta.get("native_file") or "trace")
-
-
-def span_text(seconds: float) -> str:
-    """A duration in the unit that reads best: ``29.1 s``, ``57.3 min``, ``2.5 h``."""
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def describe_op(entry: dict[str, Any]) -> str:
-    """One ``transforms`` entry as a short call: ``window(30s..60s)``, ``head(5)``."""
-    op = str(entry.get("op"))
-    args: list[str] = []
-    if op == "window":
-        start, length = entry.get("start_s", 0), entry.get("duration_s", 0)
-        args.append(f"{start:g}s..{start + length:g}s")
-    elif op in ("head", "rebase"):
-        args += [str(entry["n"])] if "n" in entry else []
-    elif op == "time_scale":
-        args.append(f"{entry.get('speedup'):g}x")
-    elif op == "rate_scale":
-        args.append(f"rps={entry.get('rps', entry.get('target_rps')):g}")
-    elif op == "merge":
-        args.append(f"{entry.get('inputs')} traces, align={entry.get('align')}")
-    else:
-        keep = {"sample": ("fraction", "n", "seed"), "filter": ("model", "service", "failed"),
-                "synthesize": ("rps", "duration_s", "seed")}.get(op, ())
-        args += [f"{k}={entry[k]!r}" for k in keep if entry.get(k) is not None]
-    return f"{op}({', '.join(args)})"
-
-
-def _cast_columns(batch: pa.RecordBatch, names: Sequence[str]) -> pa.RecordBatch:
-    fields = [TRACE_SCHEMA.field(n) for n in names]
-    arrays = [batch.column(n) for n in names]
-    arrays = [a if a.type.equals(f.type) else a.cast(f.type) for a, f in zip(arrays, fields,
-                                                                            strict=True)]
-    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
-
-
-def _schema_order(columns: Sequence[str]) -> list[str]:
-    return [n for n in TRACE_SCHEMA.names if n in set(columns)]
-
-
-def parquet_stream(path: Path) -> TraceView:
-    """A unified Parquet file as a view (metadata complete from the start)."""
-    from ..formats.parquet import read_stream
-
-    path = Path(path)
-    meta = read_stream(path).meta  # checks the schema now, not at the first read
-
-    def read() -> Iterator[pa.RecordBatch]:
-        return read_stream(path, batch_rows=BATCH_ROWS).batches
-
-    def reopen(columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-        names = _schema_order(columns)
-        pf = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=names):
-            yield _cast_columns(batch, names)
-
-    return TraceView(meta, read, reopen=reopen, parquet=path)
-
-
-def table_stream(table: pa.Table) -> TraceView:
-    """A pyarrow Table in the unified schema as a view; its trace metadata is the schema's
-    ``llmtraces.trace`` entry where present (tables read from llmtraces Parquet), with
-    ``rows`` the table's."""
-    missing = [n for n in TRACE_SCHEMA.names if n not in table.schema.names]
-    if missing:
-        raise InvalidTraceError(f"not a unified trace table: no columns {missing} (a table "
-                                "read with columns= holds only some; load it whole)")
-    raw = (table.schema.metadata or {}).get(METADATA_KEY.encode())
-    meta: dict[str, Any] = json.loads(raw) if raw else {}
-    meta["rows"] = table.num_rows  # a filtered load keeps the whole file's metadata
-    table = table.select(TRACE_SCHEMA.names).cast(TRACE_SCHEMA)
-
-    def read() -> Iterator[pa.RecordBatch]:
-        return iter(table.to_batches(max_chunksize=BATCH_ROWS))
-
-    def reopen(columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-        yield from table.select(_schema_order(columns)).to_batches(max_chunksize=BATCH_ROWS)
-
-    return TraceView(meta, read, reopen=reopen, table=table)
-
-
-def native_stream(path: Path) -> TraceView:
-    """A native trace file as a view: every read parses it again through its reader, checked
-    as ``convert`` checks it; first passes spool it (``reopen`` is None)."""
-    from ..pipeline.convert import identify, scan
-    from ..report import Report
-
-    def open_scan() -> TraceStream:
-        report = Report()
-        return scan(identify(path, report), report)
-
-    first = open_scan()  # recognises the format now; its metadata fills as it is read
-    meta = first.meta
-
-    def read() -> Iterator[pa.RecordBatch]:
-        again = open_scan()
-        return live(again.batches, again.meta, meta)
-
-    return TraceView(meta, read, first=first.batches, settled=False, checked_at_end=True)
-
-
-def once(stream: TraceStream) -> TraceView:
-    """A one-shot stream (a native reader's, a writer hook's) as a view that can be read once;
-    a second read is a clear error. First passes spool it."""
-    def again() -> Iterator[pa.RecordBatch]:
-        raise TransformError("this trace was built on a one-shot stream that has been read "
-                             "already; start from a path, a registry id, a pyarrow Table or a "
-                             "TraceView to read it again")
-
-    return TraceView(stream.meta, again, first=stream.batches, settled=False,
-                     checked_at_end=stream.meta.get("rows") is None)
-
-
-def open_trace(trace: TraceLike) -> TraceView:
-    """Any trace-like input as a :class:`TraceView`: views as they are, Tables, unified
-    Parquet files and registry ids as re-readable views, native files through their reader
-    (checked as ``convert`` does), any other stream as a view that can be read once.
-
-    Examples
-    --------
-    >>> import llmtraces
-    >>> s = open_trace("azure-llm-2023/code")    # fetched and converted into the cache
-    >>> sum(b.num_rows for b in s.batches), s.num_rows
-    (8819, 8819)
-    """
-    if isinstance(trace, TraceView):
-        return trace
-    if isinstance(trace, TraceStream):
-        return once(trace)
-    if isinstance(trace, pa.Table):
-        return table_stream(trace)
-    if not isinstance(trace, str | os.PathLike):
-        raise TypeError(f"expected a trace (a path, a registry id, a pyarrow Table or a "
-                        f"TraceView), got {type(trace).__name__}")
-    path = Path(os.fspath(trace)).expanduser()
-    if not path.exists() and isinstance(trace, str):
-        from ..api import registry_path
-
-        return parquet_stream(registry_path(trace))
-    if not path.is_file():
-        raise InvalidTraceError(f"{path}: no such file")
-    from ..formats.parquet import is_unified
-
-    return parquet_stream(path) if is_unified(path) else native_stream(path)
-
-
-def to_table(trace: TraceLike) -> pa.Table:
-    """A trace read whole into a pyarrow Table in the unified schema (for small results; the
-    writers stream instead). The trace metadata goes into the schema's ``llmtraces.trace``
-    entry, as :func:`table_stream` reads it back.
-
-    Examples
-    --------
-    >>> import llmtraces
-    >>> to_table(llmtraces.head("azure-llm-2023/code", 5)).num_rows
-    5
-    """
-    stream = open_trace(trace)
-    table = pa.Table.from_batches(list(stream.batches), schema=TRACE_SCHEMA)
-    meta = {**(TRACE_SCHEMA.metadata or {}),
-            METADATA_KEY.encode(): json.dumps(stream.meta, sort_keys=True).encode()}
-    return table.replace_schema_metadata(meta)
 
 
 def replayable(trace: TraceLike) -> TraceView:
@@ -357,8 +48,6 @@ def replayable(trace: TraceLike) -> TraceView:
     stream = open_trace(trace)
     if stream.reopen is not None:
         return stream
-    from ..formats.parquet import write
-
     folder = tempfile.mkdtemp(prefix="llmtraces-spool-")
     try:
         path = Path(folder) / "spool.parquet"
@@ -390,29 +79,6 @@ def derived_meta(inp: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def live(batches: Iterator[pa.RecordBatch], inp: dict[str, Any], out: dict[str, Any],
-         overrides: Callable[[], dict[str, Any]] | None = None) -> Iterator[pa.RecordBatch]:
-    """Yield ``batches`` while keeping ``out`` in step with the input's live metadata (a native
-    reader fills ``time_origin`` and ``native_layout`` as it reads, ``rows`` at the end), and
-    set ``out['rows']`` to the rows actually yielded once done."""
-    own = {"transforms", "rows"}
-
-    def sync() -> None:
-        for key, value in inp.items():
-            if key not in own:
-                out[key] = value
-        if overrides is not None:
-            out.update(overrides())
-
-    rows = 0
-    for batch in batches:
-        sync()
-        rows += batch.num_rows
-        yield batch
-    sync()
-    out["rows"] = rows
-
-
 def time_kind(meta: dict[str, Any]) -> str | None:
     """``absolute``, ``relative``, ``none`` (no timing) or None (not recorded)."""
     time = meta.get("time")
@@ -432,63 +98,6 @@ def check_arrivals(arr: pa.Array, op: str) -> None:
     if arr.null_count:
         raise TransformError(f"{op} needs arrival times, but the trace has rows with a null "
                              "arrival_us (no timing); use head, sample or filter instead")
-
-
-# --- first passes ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ArrivalFacts:
-    """Counts and range of ``arrival_us`` over a whole trace."""
-
-    rows: int
-    nulls: int
-    first_us: int | None
-    last_us: int | None
-
-
-def _stats_facts(path: Path) -> ArrivalFacts | None:
-    """From Parquet row-group statistics alone (no data read), where every group has them."""
-    md = pq.ParquetFile(path).metadata
-    col = TRACE_SCHEMA.get_field_index("arrival_us")
-    rows = nulls = 0
-    lo: int | None = None
-    hi: int | None = None
-    for i in range(md.num_row_groups):
-        rg = md.row_group(i)
-        stats = rg.column(col).statistics
-        if stats is None or not stats.has_null_count:
-            return None
-        rows += rg.num_rows
-        nulls += stats.null_count
-        if stats.null_count < rg.num_rows:
-            if not stats.has_min_max:
-                return None
-            lo = stats.min if lo is None else min(lo, stats.min)
-            hi = stats.max if hi is None else max(hi, stats.max)
-    return ArrivalFacts(rows, nulls, lo, hi)
-
-
-def arrival_facts(stream: TraceView) -> ArrivalFacts:
-    """Row count, nulls, first and last arrival of a replayable stream: from Parquet
-    statistics when it is a file as stored, else one pass over ``arrival_us`` only."""
-    if stream.parquet is not None:
-        facts = _stats_facts(stream.parquet)
-        if facts is not None:
-            return facts
-    assert stream.reopen is not None
-    rows = nulls = 0
-    lo: int | None = None
-    hi: int | None = None
-    for batch in stream.reopen(["arrival_us"]):
-        arr = batch.column(0)
-        rows += len(arr)
-        nulls += arr.null_count
-        mm = pc.min_max(arr)
-        bmin, bmax = mm["min"].as_py(), mm["max"].as_py()
-        if bmin is not None:
-            lo = bmin if lo is None else min(lo, bmin)
-            hi = bmax if hi is None else max(hi, bmax)
-    return ArrivalFacts(rows, nulls, lo, hi)
 
 
 # --- renumbering -----------------------------------------------------------------------------
@@ -546,8 +155,6 @@ class IdMap:
 
 def arange(start: int, n: int) -> pa.Array:
     """int64 ``start .. start+n-1``."""
-    from ..schema import row_index
-
     return row_index(start, n)
 
 
@@ -647,3 +254,19 @@ def derive(inp: TraceView, entry: dict[str, Any], make: Callable[[], Callable[
 
     return TraceView(out_meta, read, reopen=reopen, settled=inp.settled,
                      checked_at_end=inp.checked_at_end)
+
+
+def select_rows(inp: TraceView, entry: dict[str, Any],
+                keep: Callable[[pa.RecordBatch], pa.Array], needs: Sequence[str], *,
+                empty: Callable[[], str] | None = None, warn_empty: bool = True) -> TraceView:
+    """A row selection by a per-batch mask, with renumbering."""
+    def make() -> BatchFn:
+        def run(batches: Batches) -> Batches:
+            ren = Renumber()
+            for batch in batches:
+                out = ren(batch, keep(batch))
+                if out.num_rows:
+                    yield out
+        return run
+    return derive(inp, entry, make, {"request_id", *needs}, empty=empty,
+                  warn_empty=warn_empty)

@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._stream import TraceLike, TraceView, TransformError, open_trace, parquet_stream
-from .ops import filter, head, merge, rate_scale, rebase, sample, time_scale, window
+from ..formats.parquet import is_unified
+from ..pipeline.inputs import TraceLike, open_trace, parquet_stream
+from ..pipeline.view import TraceView, TransformError
+from .merging import merge
+from .ops import filter, head, rate_scale, rebase, time_scale, window
+from .sampling import sample
 
 #: The order in which :meth:`Plan.apply` applies the options, as the docs list it.
 ORDER = ("merge", "filter", "window", "sample", "head", "rebase", "speedup", "rps")
@@ -56,12 +60,10 @@ class Plan:
     def apply(self, trace: TraceLike, path: Path | None = None) -> TraceView:
         """Apply the plan to ``trace`` (a stream, Table or path) in :data:`ORDER`.
 
-        ``path`` is where ``trace`` was read from, as :func:`llmtraces.pipeline.convert.convert_file`
-        passes it: a unified Parquet file is then re-read as a replayable stream, so first
-        passes read its columns instead of spooling it.
+        ``path`` is where ``trace`` was read from, as :func:`llmtraces.convert_file` passes
+        it: a unified Parquet file is then re-read as a replayable stream, so first passes
+        read its columns instead of spooling it.
         """
-        from ..formats.parquet import is_unified
-
         if self.empty():
             return open_trace(trace)
         stream = (parquet_stream(path) if path is not None and is_unified(path)

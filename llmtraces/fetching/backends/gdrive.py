@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 from html.parser import HTMLParser
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin
 
 import requests
 
 from ...errors import DownloadError
-from ...registry import FileEntry
+from ...registry import FileEntry, is_web_url, shown
 
 DEFAULT_BASE = "https://drive.google.com"
 #: Drive gives no size or checksum, so a hand-imported file needs no call to it.
@@ -72,7 +72,11 @@ def resolve(entry: FileEntry, session: requests.Session, timeout: float
     form = _DownloadForm()
     form.feed(page)
     if form.action:
-        return entry, f"{form.action}?{urlencode(form.inputs)}", {}
+        action = urljoin(resp.url, form.action)
+        if not is_web_url(action):  # a page names no local file to copy into the cache
+            raise DownloadError(f"Google Drive file {entry.gdrive.id}: the download form's "
+                                f"link {shown(form.action)} is not an http:// or https:// URL")
+        return entry, f"{action}?{urlencode(form.inputs)}", {}
     token = next((v for k, v in cookies.items() if k.startswith("download_warning")), None)
     if token:
         return entry, f"{url}&{urlencode({'confirm': token})}", {}

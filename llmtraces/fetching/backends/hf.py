@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
 from ...errors import DownloadError
-from ...registry import FileEntry
+from ...registry import FileEntry, is_web_url, shown
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 #: The Hub publishes size and sha256: ask even when the user imports the file by hand.
@@ -52,11 +53,57 @@ def _refused(repo: str, status: int, has_token: bool) -> DownloadError:
     return DownloadError(f"Hugging Face dataset {repo}: HTTP {status}: {how}")
 
 
+def _listing(resp: requests.Response, api: str) -> list[Any]:
+    """The tree API's answer: a JSON list, else one line naming the endpoint."""
+    try:
+        items = resp.json()
+    except ValueError:
+        kind = resp.headers.get("Content-Type", "").split(";")[0] or "no content type"
+        raise DownloadError(f"Hugging Face tree API {api}: answer is not JSON ({kind}); "
+                            "expected a list of files (is $HF_ENDPOINT a Hub?)") from None
+    if not isinstance(items, list):
+        raise DownloadError(f"Hugging Face tree API {api}: answer is a JSON "
+                            f"{type(items).__name__}; expected a list of files")
+    return items
+
+
+def _find(items: list[Any], path: str, api: str) -> dict[str, Any] | None:
+    """The listing's item for ``path``; an item that is not an object with a string ``path``
+    is one line naming it."""
+    for k, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise DownloadError(f"Hugging Face tree API {api}: item {k} has no string "
+                                "'path' field; expected objects with path, size, lfs")
+        if item["path"] == path:
+            return item
+    return None
+
+
+def _pins(found: dict[str, Any], api: str) -> tuple[int | None, str | None]:
+    """The size and sha256 the Hub gives for one file, each checked for its type."""
+    lfs = found.get("lfs") or {}
+    if not isinstance(lfs, dict):
+        raise DownloadError(f"Hugging Face tree API {api}: {found['path']}: field 'lfs' is "
+                            "not an object")
+    size, sha = lfs.get("size", found.get("size")), lfs.get("oid")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise DownloadError(f"Hugging Face tree API {api}: {found['path']}: field 'size' is "
+                            f"{str(size)[:40]!r}; expected a byte count >= 0")
+    if sha is not None and (not isinstance(sha, str)
+                            or not re.fullmatch(r"[0-9a-f]{64}", sha)):
+        raise DownloadError(f"Hugging Face tree API {api}: {found['path']}: field 'lfs.oid' "
+                            "is not a sha256 hex digest")
+    return size, sha
+
+
 def resolve(entry: FileEntry, session: requests.Session, timeout: float
             ) -> tuple[FileEntry, str, dict[str, str]]:
     """``entry`` with the Hub's size and sha256, the resolve URL, and the auth header for it."""
     assert entry.hf is not None
     ref = entry.hf
+    if not is_web_url(endpoint()):  # the resolve URL below is downloaded: never a local file
+        raise DownloadError(f"$HF_ENDPOINT={shown(endpoint())}: expected an http:// or "
+                            "https:// URL")
     tok = token()
     headers = {"Authorization": f"Bearer {tok}"} if tok else {}
     rev = quote(ref.revision, safe="")
@@ -72,13 +119,11 @@ def resolve(entry: FileEntry, session: requests.Session, timeout: float
     if resp.status_code != 200:
         raise DownloadError(f"Hugging Face dataset {ref.repo}: HTTP {resp.status_code} from {api} "
                             "(wrong repository, revision or folder?)")
-    items: list[dict[str, Any]] = resp.json()
-    found = next((i for i in items if i.get("path") == ref.path), None)
+    found = _find(_listing(resp, api), ref.path, api)
     if found is None:
         raise DownloadError(f"Hugging Face dataset {ref.repo}@{ref.revision} has no file "
                             f"{ref.path!r}")
-    lfs = found.get("lfs") or {}
-    size, sha = lfs.get("size", found.get("size")), lfs.get("oid")
+    size, sha = _pins(found, api)
     update: dict[str, Any] = {}
     if isinstance(size, int):
         if entry.size is not None and entry.size != size:
