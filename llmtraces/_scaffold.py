@@ -3,7 +3,7 @@
 Writes the four files adding a source takes (CONTRIBUTING.md): ``registry/ID.toml``, a format
 module ``llmtraces/formats/MODULE.py`` (only with ``--format``, for a format that is new),
 ``tests/test_ID.py`` on the shared ``check_format`` helper, and ``docs/sources/ID.md``. Every
-``TODO`` is a fact to fill in from the upstream; nothing existing is overwritten.
+``FILL-IN`` is a fact to fill in from the upstream; nothing existing is overwritten.
 """
 
 from __future__ import annotations
@@ -16,51 +16,51 @@ from pathlib import Path
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 REGISTRY = '''\
-# TODO: the source in one line. Facts: where each pin below was read, and how sure it is.
+# FILL-IN: the source in one line. Facts: where each pin below was read, and how sure it is.
 id = "{id}"
-name = "TODO: the source's name"
+name = "FILL-IN: the source's name"
 description = """\\
-TODO: what one row is, who published it, over what period, what it lacks."""
-homepage = "https://TODO"
+FILL-IN: what one row is, who published it, over what period, what it lacks."""
+homepage = "https://FILL-IN"
 format = "{format}"
 quirks = [
-  "TODO: every unit, zone, origin and oddity a loader gets wrong.",
+  "FILL-IN: every unit, zone, origin and oddity a loader gets wrong.",
 ]
 
 [licence]
-spdx = "TODO"
-url = "https://TODO"
+spdx = "FILL-IN"
+url = "https://FILL-IN"
 redistributable = false
 commercial_use = false
-attribution = "TODO: what users must credit."
+attribution = "FILL-IN: what users must credit."
 
 [citation]
-text = "TODO: the reference."
+text = "FILL-IN: the reference."
 bibtex = """\\
 @misc{{{bibkey},
-  title = {{TODO}},
+  title = {{FILL-IN}},
 }}"""
 
 [time]
 kind = "relative"
-native_format = "TODO: how the timestamp column is written"
-resolution = "TODO: e.g. 1ms"
-origin = "TODO: what arrival_us = 0 is"
+native_format = "FILL-IN: how the timestamp column is written"
+resolution = "FILL-IN: e.g. 1ms"
+origin = "FILL-IN: what arrival_us = 0 is"
 
 [traces.main]
-description = "TODO: what this trace is, its rows and span."
+description = "FILL-IN: what this trace is, its rows and span."
 
 [traces.main.file]
-name = "TODO.csv"
-url = "https://TODO"
-sha256 = "TODO: sha256 of the published file (or md5 / git_blob)"
+name = "FILL-IN.csv"
+url = "https://FILL-IN"
+sha256 = "FILL-IN: sha256 of the published file (or md5 / git_blob)"
 '''
 
 FORMAT = '''\
-"""TODO: the publisher and the layout, in a line (``{format}``).
+"""FILL-IN: the publisher and the layout, in a line (``{format}``).
 
-Reading: TODO (units, zone, origin; what is kept verbatim in ``extra``).
-Writing (``--to {module}``): TODO (the layout written back; byte-identical for its own files?).
+Reading: FILL-IN (units, zone, origin; what is kept verbatim in ``extra``).
+Writing (``--to {module}``): FILL-IN (the layout written back; byte-identical for its own files?).
 """
 
 from __future__ import annotations
@@ -76,30 +76,31 @@ from . import NativeFormat, Writer
 
 
 class {cls}(NativeFormat):
-    """TODO: one line on the layout this reader recognises."""
+    """FILL-IN: one line on the layout this reader recognises."""
 
     name = "{format}"
-    description = "TODO: the header or first record, shortly"
-    time = TimeSemantics(kind="relative", native_format="TODO", resolution="TODO",
-                         origin="TODO")
+    description = "FILL-IN: the header or first record, shortly"
+    time = TimeSemantics(kind="relative", native_format="FILL-IN", resolution="FILL-IN",
+                         origin="FILL-IN")
 
     def sniff(self, first_line: str) -> bool:
         """True for this format's header (or first record)."""
-        raise RuntimeError("TODO: recognise the header of {format}")
+        raise RuntimeError("FILL-IN: recognise the header of {format}")
 
     def read(self, ctx: ReadContext) -> Iterator[pa.RecordBatch]:
         """Stream unified batches; report each bad value with its line to ``ctx.report``."""
-        raise RuntimeError("TODO: read {format} (see formats/mooncake.py for a JSONL reader, "
+        raise RuntimeError("FILL-IN: read {format} (see formats/mooncake.py for a JSONL reader, "
                           "formats/azure.py for a CSV one)")
 
 
 def write(stream: TraceStream, dest: Path) -> int:
     """Write ``stream`` as {format}, atomically; return the rows written."""
-    raise RuntimeError("TODO: write {format} (see formats/mooncake.py)")
+    raise RuntimeError("FILL-IN: write {format} (see formats/mooncake.py)")
 
 
 FORMATS = ({cls}(),)
-WRITER = Writer("{module}", ".TODO", "TODO: what the export is and which tool reads it", write)
+WRITER = Writer("{module}", ".FILL-IN", "FILL-IN: what the export is, which tool reads it",
+                write)
 '''
 
 TEST = '''\
@@ -110,26 +111,26 @@ from __future__ import annotations
 from conftest import FIXTURES
 from formatcheck import check_format
 
-SAMPLE = FIXTURES / "{id}" / "TODO.csv"
+SAMPLE = FIXTURES / "{id}" / "FILL-IN.csv"
 
 
 def test_real_sample() -> None:
-    check_format(SAMPLE, rows=0,  # TODO: the sample's row count
+    check_format(SAMPLE, rows=0,  # FILL-IN: the sample's row count
                  reader="{format}",
-                 first={{"arrival_us": 0}},  # TODO: the first row's values
-                 last={{"arrival_us": 0}},  # TODO: the last row's values
-                 roundtrip=None)  # TODO: the writer that gives the file back, if any
+                 first={{"arrival_us": 0}},  # FILL-IN: the first row's values
+                 last={{"arrival_us": 0}},  # FILL-IN: the last row's values
+                 roundtrip=None)  # FILL-IN: the writer that gives the file back, if any
 '''
 
 DOC = '''\
-# TODO: the source's name (`{id}`)
+# FILL-IN: the source's name (`{id}`)
 
 Registry entry: [`registry/{id}.toml`](../../registry/{id}.toml).
 Native reader: `{format}`.
 
 ## What the data is
 
-TODO: what one row is, who published it, over what period, what it lacks.
+FILL-IN: what one row is, who published it, over what period, what it lacks.
 
 ## Files
 
@@ -138,7 +139,7 @@ TODO: what one row is, who published it, over what period, what it lacks.
 
 ## Time semantics and quirks
 
-TODO: units, zone, origin, and each quirk with what the converter does about it.
+FILL-IN: units, zone, origin, and each quirk with what the converter does about it.
 '''
 
 
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path in written:
         print(f"wrote {path}")
-    print("next: fill every TODO (CONTRIBUTING.md), add the sample to tests/fixtures/"
+    print("next: fill every FILL-IN (CONTRIBUTING.md), add the sample to tests/fixtures/"
           f"{a.id}/, then `python -m llmtraces._generate` and `pytest`")
     return 0
 

@@ -111,10 +111,10 @@ def test_the_user_may_still_name_a_local_folder_or_file(tmp_path, monkeypatch, c
     # The pinned upstream cannot be reached: only the user's own copies can give the file.
     reg = registry(tmp_path, trace(url="http://127.0.0.1:1/t.csv", extra=pins))
     monkeypatch.setenv("LLMTRACES_REGISTRY", str(reg))
-    folder = tmp_path / "shared" / "r"
+    folder = tmp_path / "local-mirror" / "r"
     folder.mkdir(parents=True)
     (folder / "t.csv").write_bytes(data)
-    result = cli("fetch", "r", "--mirror", (tmp_path / "shared").as_uri())
+    result = cli("fetch", "r", "--mirror", (tmp_path / "local-mirror").as_uri())
     assert result.exit_code == 0, result.output
     assert "verified, from file://" in result.output
     (home / "raw" / "r" / "t.csv").unlink()
