@@ -58,9 +58,8 @@ def verified_by(dest: Path) -> str | None:
     """The checksum kind a cached file was verified with when it entered the cache (``sha256``,
     ``git_blob``, ``md5``, including pins the host gave at fetch time); None when it was
     checked by size only or has no stamp."""
-    stamp = _read_stamp(dest)
-    kind = stamp.get("kind") if isinstance(stamp, dict) else None
-    return str(kind) if kind in ("sha256", "git_blob", "md5") else None
+    kind = pin_kind(dest)
+    return kind if kind in ("sha256", "git_blob", "md5") else None
 
 
 def is_cached(dest: Path, entry: FileEntry) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
@@ -40,7 +41,13 @@ ID_COLUMNS = ("input_tokens", "output_tokens")
 CANONICAL_LIST = r"^\[(?:(?:0|-?[1-9][0-9]{0,17})(?:, (?:0|-?[1-9][0-9]{0,17}))*)?\]$"
 INT64_MAX = (1 << 63) - 1
 #: a null string scalar, for ``if_else`` on text columns.
-NULL_TEXT = pa.scalar(None, pa.string())
+
+
+@lru_cache(maxsize=1)
+def null_text() -> pa.Scalar:
+    """A null string scalar, made on first use: a pyarrow scalar built at import time makes
+    pyarrow import pandas (when installed), ~0.3 s on every command that lists the formats."""
+    return pa.scalar(None, pa.string())
 
 
 def list_array(lengths: pa.Array, values: pa.Array, mask: pa.Array | None = None) -> pa.Array:
@@ -60,7 +67,7 @@ def token_list_texts(ids: pa.Array) -> pa.Array:
     items = list_array(pc.list_value_length(ids), pc.cast(pc.list_flatten(ids), pa.string()))
     joined = pc.binary_join(items, ", ")
     text = pc.binary_join_element_wise("[", joined, "]", "")
-    return pc.if_else(ids.is_valid(), text, NULL_TEXT)
+    return pc.if_else(ids.is_valid(), text, null_text())
 
 
 # --- token lists as text ------------------------------------------------------------------------
@@ -72,7 +79,7 @@ def _vector_lists(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
     canonical = pc.fill_null(pc.match_substring_regex(raw, CANONICAL_LIST), False)
     inner = pc.utf8_slice_codeunits(pc.if_else(canonical, raw, "[]"), 1, -1)
     empty = pc.equal(inner, "")
-    parts = pc.split_pattern(pc.if_else(empty, NULL_TEXT, inner), ", ")
+    parts = pc.split_pattern(pc.if_else(empty, null_text(), inner), ", ")
     values = pc.cast(pc.list_flatten(parts), pa.int64())
     ids = list_array(pc.list_value_length(parts), values, pc.invert(canonical))
     slow = pc.and_(pc.invert(canonical), pc.not_equal(raw, ""))
@@ -142,7 +149,7 @@ def text_seconds(ctx: ReadContext, b: CsvBatch) -> tuple[pa.Array, pa.Array]:
     ok = pc.and_(t.ok, pc.invert(empty))
     us = pc.if_else(ok, t.us, pa.scalar(None, pa.int64()))
     keep = differs(ok, format_seconds(us, "float"), raw)
-    return us, pc.if_else(keep, raw, NULL_TEXT)
+    return us, pc.if_else(keep, raw, null_text())
 
 
 def text_turn(ctx: ReadContext, b: CsvBatch) -> tuple[pa.Array, pa.Array]:
@@ -154,14 +161,14 @@ def text_turn(ctx: ReadContext, b: CsvBatch) -> tuple[pa.Array, pa.Array]:
     bad = pc.and_(pc.invert(ok), pc.not_equal(raw, ""))
     report_rows(ctx, b, bad, "turn_id", "not-integer",
                 "expected a non-negative integer below 10**9")
-    turn = pc.cast(pc.if_else(ok, digits, NULL_TEXT), pa.int32())
+    turn = pc.cast(pc.if_else(ok, digits, null_text()), pa.int32())
     same = pc.fill_null(pc.equal(pc.cast(turn, pa.string()), raw), True)
-    return turn, pc.if_else(same, NULL_TEXT, raw)
+    return turn, pc.if_else(same, null_text(), raw)
 
 
 def blank_is_null(values: pa.Array) -> pa.Array:
     """Text with empty cells as null."""
-    return pc.if_else(pc.equal(values, ""), NULL_TEXT, values)
+    return pc.if_else(pc.equal(values, ""), null_text(), values)
 
 # --- numeric and list columns (Parquet) ---------------------------------------------------------
 
@@ -216,7 +223,7 @@ def number_seconds(ctx: ReadContext, b: CsvBatch) -> tuple[pa.Array, pa.Array]:
     report_rows(ctx, b, t.nan, "ts", "not-number", "NaN; expected a number of seconds")
     report_rows(ctx, b, t.negative, "ts", "negative", "negative ts; expected seconds >= 0")
     report_rows(ctx, b, t.huge, "ts", "range", "ts too large for int64 µs")
-    return t.us, pc.if_else(t.sub_us, pc.cast(raw, pa.string()), NULL_TEXT)
+    return t.us, pc.if_else(t.sub_us, pc.cast(raw, pa.string()), null_text())
 
 
 def number_turn(ctx: ReadContext, b: CsvBatch) -> pa.Array:
