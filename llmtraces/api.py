@@ -17,7 +17,7 @@ from ._plugins import did_you_mean
 from .errors import InvalidTraceError
 from .fetching.download import Fetched
 from .fetching.download import fetch as _fetch
-from .formats.parquet import read_metadata
+from .formats.parquet import conform, read_metadata
 from .paths import home, parquet_root
 from .pipeline.inputs import TraceInput, open_trace
 from .pipeline.unified import unified_path
@@ -147,7 +147,8 @@ def load(source_or_path: TraceInput, trace: str | None = None, *,
         return _view_table(source_or_path, columns, expression)
     with unified_path(source_or_path, trace, root=root, mirror=mirror, offline=offline,
                       tokenizer=tokenizer) as path:
-        table = pq.read_table(path, columns=columns, filters=expression)
+        table = conform(path, pq.read_table(path, columns=columns, filters=expression),
+                        ids=expression is None)  # types and values as validate checks them
         # The trace metadata (licence, time origin, transforms) travels with the table, so a
         # table handed to llmtraces.transforms or written again keeps it.
         meta = json.dumps(read_metadata(path), sort_keys=True)
@@ -191,8 +192,16 @@ def iter_requests(source_or_path: TraceInput, trace: str | None = None, *,
     with unified_path(source_or_path, trace, root=root, mirror=mirror, offline=offline,
                       tokenizer=tokenizer) as path:
         pf = pq.ParquetFile(path)
-        yield from _records(pf.iter_batches(batch_size=batch_rows, columns=read), expression,
-                            wanted, batch_rows)
+        yield from _records(_checked(path, pf.iter_batches(batch_size=batch_rows, columns=read)),
+                            expression, wanted, batch_rows)
+
+
+def _checked(path: Path, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Batches of a unified file, each checked as :func:`load` checks its table."""
+    start = 0
+    for batch in batches:
+        yield conform(path, batch, start)
+        start += batch.num_rows
 
 
 def export(trace: TraceInput, path: PathLike, to: str = "parquet") -> int:

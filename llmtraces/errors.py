@@ -43,3 +43,8 @@ class InvalidTraceError(LLMTracesError):
     def __init__(self, message: str, report: object | None = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class OptionError(LLMTracesError):
+    """An option value outside what it accepts (NaN, infinity, a typo's 1e-300): one line
+    naming the option, the value and the accepted range."""

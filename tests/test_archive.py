@@ -80,6 +80,46 @@ def test_byte_limit(tmp_path: Path):
     assert list(tmp_path.rglob(".*tmp")) == []
 
 
+def test_member_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """One member may unpack to at most LLMTRACES_MAX_MEMBER_BYTES, whatever the budget."""
+    big = b"x" * ((1 << 20) + 1)
+    t = make(tmp_path / "big.tar.gz", [("small", b"s" * 10, {}), ("huge", big, {})])
+    monkeypatch.setenv("LLMTRACES_MAX_MEMBER_BYTES", str(1 << 20))
+    seen = []
+    with pytest.raises(UnsafeArchiveError) as err:
+        for name, f in iter_members(t):
+            seen.append((name, len(f.read())))
+    assert seen == [("small", 10)]
+    assert str(err.value) == (f"{t}: member 'huge': 1,048,577 bytes, over the 1 MiB a member "
+                              "may unpack to; refused (raise LLMTRACES_MAX_MEMBER_BYTES for a "
+                              "larger trace)")
+    monkeypatch.setenv("LLMTRACES_MAX_MEMBER_BYTES", "12")
+    with pytest.raises(LLMTracesError, match="LLMTRACES_MAX_MEMBER_BYTES='12': expected a "
+                                             "whole number from 1,048,576"):
+        list(iter_members(t))
+
+
+def test_member_cap_holds_when_the_header_lies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Reading stops at the cap even for a member whose header passed the size check (a
+    header that understates its member)."""
+    import zipfile
+
+    from llmtraces.fetching import archive as archive_module
+
+    z = tmp_path / "z.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("t.csv", b"a" * 5000)
+    monkeypatch.setattr(archive_module, "max_member_bytes", lambda: 4096)
+    monkeypatch.setattr(archive_module, "_check_size", lambda *a: None)  # the header "passes"
+    read = []
+    with pytest.raises(UnsafeArchiveError, match="'t.csv': more than the 4 KiB a member may "
+                                                 "unpack to"):
+        for _, f in iter_members(z):
+            while chunk := f.read(1024):
+                read.append(len(chunk))
+    assert sum(read) == 4096
+
+
 
 def test_zip_members_stream_and_unsafe_ones_are_refused(tmp_path: Path):
     import stat

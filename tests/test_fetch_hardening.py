@@ -110,6 +110,8 @@ def test_file_size_limit_reads_as_a_disk_error(tmp_path, server):
                           str(tmp_path / "f.bin")], capture_output=True, text=True,
                          timeout=60, env=dict(os.environ, LLMTRACES_DL_BACKOFF="0"))
     assert "cannot write" in out.stdout and "File too large" in out.stdout, out
+    assert "received stay in it and the next fetch resumes from there (delete it to free " \
+        "the space instead)" in out.stdout
     assert "connection lost" not in out.stdout
 
 

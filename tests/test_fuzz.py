@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
@@ -38,7 +39,7 @@ from llmtraces.cli import main
 from llmtraces.errors import LLMTracesError
 from llmtraces.formats import get_format
 from llmtraces.report import Report
-from llmtraces.schema import METADATA_KEY
+from llmtraces.schema import COLUMNS, METADATA_KEY
 from llmtraces.text import ReadContext
 
 _COMMON = dict(deadline=None, database=None, print_blob=True,
@@ -368,8 +369,22 @@ def unified_change(draw: st.DrawFn) -> Callable[[pa.Table, dict[bytes, bytes]],
     return change
 
 
-#: The unified Parquet reader's own defects (issue 17 F6, F7: duplicate columns, damaged pages
-#: and out-of-range values pass or crash) are fixed apart; remove this mark with them.
+def check_load(path: Path) -> None:
+    """``llmtraces.load``: a table holding no value ``validate`` refuses (ids 0..n-1, no count
+    or time below its minimum), or a one-line error naming ``path`` (issue 17 F7)."""
+    import llmtraces
+    try:
+        table = llmtraces.load(path)
+    except LLMTracesError as exc:
+        assert_one_line(str(exc), path)
+        return
+    assert table.column("request_id").to_pylist() == list(range(table.num_rows))
+    for col in COLUMNS:
+        if col.minimum is not None and not pa.types.is_list(col.type):
+            low = pc.min(table.column(col.name)).as_py()
+            assert low is None or low >= col.minimum, (col.name, low)
+
+
 @PROFILE
 @given(data=st.data())
 def test_unified_parquet_fuzz(seeds: Seeds, scratch: Callable[[], Path],
@@ -378,6 +393,7 @@ def test_unified_parquet_fuzz(seeds: Seeds, scratch: Callable[[], Path],
     path = folder / "in.parquet"
     _rewrite(seeds["unified"], path, data.draw(unified_change(), label="change"))
     check_convert(path, folder)
+    check_load(path)
 
 
 @PROFILE

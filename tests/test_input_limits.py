@@ -318,6 +318,9 @@ def test_fifo_is_refused_before_it_is_opened(tmp_path: Path):
                                 "expected a trace file (save a stream to a file first: it is "
                                 "read more than once)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv"]
+    r = subprocess.run(cmd + ["validate", str(fifo)], capture_output=True, text=True, timeout=60)
+    assert "a FIFO (named pipe), not a regular file" in r.stdout + r.stderr
+    assert "no such file" not in r.stdout + r.stderr
     with pytest.raises(InvalidTraceError, match="a FIFO"):
         sniff(fifo)
     with pytest.raises(InvalidTraceError, match="a FIFO"):
@@ -384,3 +387,37 @@ def test_a_deep_line_is_reported_alone(tmp_path: Path):
     rows = sum(b.num_rows for b in iter_jsonl(ctx, [Key("timestamp", "int")]))
     assert rows == len(lines)
     assert [(x.code, x.line) for x in ctx.report.problems] == [("depth", 6)]
+
+
+# --- F7 (API side): a unified file with bad values, opened without validate or convert ----------
+
+def _unified_copy(tmp_path: Path, name: str, column: str, row: int, value: int) -> Path:
+    """The shipped Azure 2023 code trace converted, with one value replaced."""
+    import llmtraces
+    table = llmtraces.load("azure-llm-2023/code")
+    values = table.column(column).to_pylist()
+    values[row] = value
+    table = table.set_column(table.schema.get_field_index(column), column,
+                             pa.array(values, table.schema.field(column).type))
+    dest = tmp_path / name
+    pq.write_table(table, dest)
+    return dest
+
+
+@pytest.mark.parametrize(("column", "value", "expected"), [
+    ("input_tokens", -5, "row 12: input_tokens is -5, expected >= 0"),
+    ("request_id", 99, "row 12: request_id is 99, expected 11"),
+])
+def test_unified_values_are_checked_on_every_read(tmp_path: Path, home: Path, column: str,
+                                                  value: int, expected: str):
+    import llmtraces
+    bad = _unified_copy(tmp_path, "bad.parquet", column, 11, value)
+    for read in (lambda: llmtraces.load(bad),
+                 lambda: llmtraces.export(bad, tmp_path / "out.csv", to="burstgpt"),
+                 lambda: list(llmtraces.iter_requests(bad)),
+                 lambda: llmtraces.sample(bad, fraction=0.5).to_table()):
+        with pytest.raises(InvalidTraceError) as err:
+            read()
+        assert f"{bad}: {expected}" in str(err.value)
+        assert "\n" not in str(err.value)
+    assert not (tmp_path / "out.csv").exists()

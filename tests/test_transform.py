@@ -403,10 +403,10 @@ def test_cli_convert_export_with_transforms(code_csv: Path, tmp_path: Path):
 @pytest.mark.parametrize("args, message", [
     (["--speedup", "2", "--rps", "1"], "give one"),
     (["--window", "10"], "START:DURATION"),
-    (["--window", "10:-1"], "DURATION in (0, 1e12]"),
+    (["--window", "10:-1"], "--window DURATION: -1 is out of range; expected seconds in (0, 1e12]"),
     (["--sample", "0"], "fraction in (0, 1)"),
     (["--sample", "x"], "not a number"),
-    (["--rps", "0"], "expected a finite number > 0"),
+    (["--rps", "0"], "--rps: 0 is out of range; expected a finite number of requests/s >= 1e-06"),
 ])
 def test_cli_convert_bad_transform_options(code_csv: Path, tmp_path: Path, args: list[str],
                                            message: str):

@@ -1,10 +1,8 @@
-"""Helpers shared by the CLI verbs: the cache home, stderr logging, progress switches, and the
-parsing of the time options that ``convert`` and ``replay`` share (``--window``, ``--speedup``,
-``--rps``)."""
+"""Helpers shared by the CLI verbs: the cache home, stderr logging, progress switches and
+sizes. (The numeric options' ranges are :mod:`llmtraces.ranges`.)"""
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import sys
@@ -50,38 +48,3 @@ def human_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
-
-
-#: Largest ``--window`` START or DURATION in seconds: their microseconds still fit an int64.
-WINDOW_MAX_S = 1e12
-
-
-def _number(option: str, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise click.BadParameter(f"not a number: {text!r}", param_hint=option) from None
-
-
-def parse_window(text: str | None, option: str = "--window") -> tuple[float, float] | None:
-    """``START:DURATION`` seconds -> ``(start, duration)``; both finite, START >= 0 and
-    DURATION > 0, each at most :data:`WINDOW_MAX_S`; else one line naming the option."""
-    if text is None:
-        return None
-    start, sep, length = text.partition(":")
-    if not sep:
-        raise click.BadParameter(f"expected START:DURATION in seconds, e.g. 3600:1200 "
-                                 f"(got {text!r})", param_hint=option)
-    span = (_number(option, start), _number(option, length))
-    if not (0 <= span[0] <= WINDOW_MAX_S and 0 < span[1] <= WINDOW_MAX_S):
-        raise click.BadParameter(
-            f"{text!r} is out of range; expected START in [0, 1e12] and DURATION in (0, 1e12] "
-            "seconds, both finite", param_hint=option)
-    return span
-
-
-def check_positive(option: str, value: float | None) -> None:
-    """A ``--speedup`` / ``--rps`` value: finite and > 0 (NaN and infinity are refused)."""
-    if value is not None and not (value > 0 and math.isfinite(value)):
-        raise click.BadParameter(f"{value:g} is out of range; expected a finite number > 0",
-                                 param_hint=option)

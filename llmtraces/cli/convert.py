@@ -14,10 +14,11 @@ from ..fetching.download import fetch
 from ..formats import all_writers, get_writer
 from ..paths import converted_path
 from ..pipeline.convert import convert_file, convert_source, source_of
+from ..ranges import check_ranges, parse_window
 from ..registry import Source
 from ..report import Report
 from ..transforms import Plan
-from ._common import check_positive, log_to_stderr, parse_window, root, show_progress
+from ._common import log_to_stderr, root, show_progress
 
 
 def _warn(report: Report, quiet: bool) -> None:
@@ -210,8 +211,7 @@ def _plan(merge: tuple[Path, ...], models: tuple[str, ...], services: tuple[str,
                 raise click.BadParameter(
                     f"a fraction in (0, 1) such as 0.1, or a number of requests >= 1 "
                     f"(got {sample_spec!r})", param_hint="--sample")
-    check_positive("--speedup", speedup)
-    check_positive("--rps", rps)
+    check_ranges([("--speedup", speedup), ("--rps", rps)])
     if speedup is not None and rps is not None:
         raise click.UsageError("--speedup and --rps both set the time scale; give one")
     return Plan(merge=list(merge), model=list(models), service=list(services), failed=failed,

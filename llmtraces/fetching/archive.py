@@ -21,6 +21,7 @@ from typing import IO, cast
 
 from ..atomic import atomic_path
 from ..errors import LLMTracesError
+from ..text.limits import MAX_MEMBER_ENV, max_member_bytes, size_text
 
 #: Default bound on the bytes read from an archive's members (64 GiB).
 DEFAULT_LIMIT = 64 << 30
@@ -76,11 +77,25 @@ def _check(archive: Path, member: tarfile.TarInfo) -> None:
         raise UnsafeArchiveError(f"{where}: device or FIFO refused")
 
 
+def _check_size(archive: Path, name: str, size: int, budget: int, limit: int) -> None:
+    """Refuse a member whose declared size is over the member cap or the archive's budget."""
+    cap = max_member_bytes()
+    if size > cap:
+        raise UnsafeArchiveError(f"{archive}: member {name!r}: {size:,} bytes, over the "
+                                 f"{size_text(cap)} a member may unpack to; refused (raise "
+                                 f"{MAX_MEMBER_ENV} for a larger trace)")
+    if size > budget:
+        raise UnsafeArchiveError(f"{archive}: member {name!r}: {size:,} bytes, over the limit "
+                                 f"of {limit:,}; refused")
+
+
 class _Bounded:
-    """A read-only file object that fails once the archive's byte budget is spent."""
+    """A read-only file object that fails once the member's cap or the archive's byte budget
+    is spent (a header may lie about the size)."""
 
     def __init__(self, raw: IO[bytes], archive: Path, name: str, budget: list[int]) -> None:
         self.raw, self.archive, self.name, self.budget = raw, archive, name, budget
+        self.left = max_member_bytes()
 
     def read(self, size: int = -1) -> bytes:
         # tarfile never returns more than the member's declared size, checked against the budget
@@ -90,6 +105,12 @@ class _Bounded:
             raise CorruptArchiveError(f"{self.archive}: member {self.name!r} is damaged or its "
                                       f"header lies about its size ({exc}); refused") from None
         self.budget[0] -= len(data)
+        self.left -= len(data)
+        if self.left < 0:
+            raise UnsafeArchiveError(f"{self.archive}: member {self.name!r}: more than the "
+                                     f"{size_text(max_member_bytes())} a member may unpack "
+                                     f"to; refused (raise {MAX_MEMBER_ENV} for a larger "
+                                     "trace)")
         if self.budget[0] < 0:
             raise UnsafeArchiveError(f"{self.archive}: member {self.name!r}: more bytes than "
                                      "the limit allows; refused")
@@ -121,9 +142,7 @@ def iter_members(path: Path, pattern: str = "*", *, limit: int = DEFAULT_LIMIT
             _check(path, member)
             if not member.isfile() or not fnmatch.fnmatchcase(member.name, pattern):
                 continue
-            if member.size > budget[0]:
-                raise UnsafeArchiveError(f"{path}: member {member.name!r}: {member.size:,} "
-                                         f"bytes, over the limit of {limit:,}; refused")
+            _check_size(path, member.name, member.size, budget[0], limit)
             raw = tar.extractfile(member)
             if raw is None:  # pragma: no cover - isfile() members always have data
                 continue
@@ -153,10 +172,7 @@ def _iter_zip(path: Path, pattern: str, limit: int, budget: list[int]
         for info in _zip_infos(path, zf):
             if not fnmatch.fnmatchcase(info.filename, pattern):
                 continue
-            if info.file_size > budget[0]:
-                raise UnsafeArchiveError(f"{path}: member {info.filename!r}: "
-                                         f"{info.file_size:,} bytes, over the limit of "
-                                         f"{limit:,}; refused")
+            _check_size(path, info.filename, info.file_size, budget[0], limit)
             # zipfile stops at the declared size and checks the CRC; the budget bounds the rest.
             fh = _Bounded(zf.open(info), path, info.filename, budget)
             try:

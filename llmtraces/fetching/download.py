@@ -343,13 +343,12 @@ def _incomplete(source_id: str, failed: dict[str, tuple[list[str], LLMTracesErro
         cls = ChecksumError
     elif all(isinstance(e, NotCachedError) for e in errors):
         cls = NotCachedError
-    if any(isinstance(e, DiskError) for e in errors):
-        pass  # the disk, not the network: no network hint applies
-    elif not imported and cls is DownloadError:
+    disk = any(isinstance(e, DiskError) for e in errors)  # no network hint applies then
+    if not disk and not imported and cls is DownloadError:
         text += (f"\nhint: --mirror BASE fetches from BASE/{source_id}/<file name>; {how}; "
                  "--offline uses only cached and bundled files; LLMTRACES_DL_TRIES sets the "
                  f"tries per URL on timeouts and 5xx (now {settings.tries})")
-    elif not imported:
+    elif not disk and not imported:
         text += f"\nhint: {how}"
     error = cls(text)
     error.traces = tuple(traces)

@@ -28,6 +28,7 @@ from urllib3.util.retry import Retry
 from .._version import __version__
 from ..errors import DownloadError, LLMTracesError
 from ..registry import FileEntry
+from ..text.limits import size_text
 from .checksums import CHUNK
 
 USER_AGENT = f"llmtraces/{__version__} (+https://pypi.org/project/llmtraces/)"
@@ -156,9 +157,15 @@ def _write(fout: Any, chunk: bytes, part: Path) -> None:
         while view:  # an unbuffered write may take part of the chunk (disk nearly full)
             view = view[fout.write(view) or 0:]
     except OSError as exc:
+        try:
+            kept = part.stat().st_size
+        except OSError:
+            kept = 0
+        keep = (f"; the {size_text(kept)} received stay in it and the next fetch "
+                "resumes from there (delete it to free the space instead)" if kept else "")
         raise DiskError(f"cannot write {part}: {exc.strerror or exc} "
                         f"(errno {exc.errno}); free space or raise the file size limit, "
-                        "then fetch again") from None
+                        f"then fetch again{keep}") from None
 
 
 def copy_local(url: str, part: Path, entry: FileEntry, show: bool) -> None:

@@ -7,14 +7,23 @@ import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..atomic import atomic_path
 from ..errors import InvalidTraceError
-from ..schema import METADATA_KEY, SCHEMA_VERSION, TRACE_SCHEMA, VERSION_KEY, TraceStream
+from ..schema import (
+    COLUMNS,
+    METADATA_KEY,
+    SCHEMA_VERSION,
+    TRACE_SCHEMA,
+    VERSION_KEY,
+    TraceStream,
+    row_index,
+)
 from ..text.limits import require_regular_file
 from . import Writer
 
@@ -180,17 +189,83 @@ def read_stream(path: Path, batch_rows: int = 1 << 17) -> TraceStream:
     return TraceStream(_cast_batches(path, pf, batch_rows), meta)
 
 
+#: Columns with a lower bound (token counts, times): checked on every read, not only by
+#: ``validate``, so a unified file loaded through the API cannot carry a negative count.
+_BOUNDED = [(c.name, c.minimum) for c in COLUMNS
+            if c.minimum is not None and not pa.types.is_list(c.type)]
+_REQUIRED = [c.name for c in COLUMNS if not c.nullable]
+T = TypeVar("T", pa.Table, pa.RecordBatch)
+
+
+def _first_bad(mask: pa.Array | pa.ChunkedArray) -> int | None:
+    """Index of the first true value of a boolean mask (nulls false), or None."""
+    hits = pc.indices_nonzero(pc.fill_null(mask, False))
+    return hits[0].as_py() if len(hits) else None
+
+
+def check_values(path: Path, data: pa.RecordBatch | pa.Table, start: int = 0, *,
+                 ids: bool = True) -> None:
+    """The value invariants ``validate`` checks, on rows read from ``path`` (whatever columns
+    they hold): required columns without nulls, bounded columns at or above their minimum and,
+    with ``ids`` (rows read in full, unfiltered), request ids ``start``.. in order. The first
+    offence is one error naming the file and row."""
+    names = set(data.schema.names)
+    if ids and "request_id" in names:
+        rid = data.column("request_id")
+        bad = _first_bad(pc.not_equal(rid, row_index(start, data.num_rows)))
+        if bad is not None:
+            raise InvalidTraceError(f"{path}: row {start + bad + 1:,}: request_id is "
+                                    f"{rid[bad].as_py()}, expected {start + bad} (ids run "
+                                    f"0..n-1 in row order); run `llmtraces validate {path}`")
+    for name in (n for n in _REQUIRED if n in names):
+        col = data.column(name)
+        if col.null_count:
+            bad = _first_bad(col.is_null())
+            raise InvalidTraceError(f"{path}: row {start + (bad or 0) + 1:,}: {name} is null, "
+                                    f"expected a value; run `llmtraces validate {path}`")
+    for name, minimum in _BOUNDED:
+        if name not in names:
+            continue
+        col = data.column(name)
+        if col.null_count == len(col) or pc.min(col).as_py() >= minimum:
+            continue
+        bad = _first_bad(pc.less(col, minimum))
+        if bad is not None:
+            raise InvalidTraceError(f"{path}: row {start + bad + 1:,}: {name} is "
+                                    f"{col[bad].as_py()}, expected >= {minimum}; run "
+                                    f"`llmtraces validate {path}`")
+
+
+def conform(path: Path, data: T, start: int = 0, *, ids: bool = True) -> T:
+    """Rows read from ``path`` with any columns (``load``'s table, ``iter_requests``' batches):
+    each unified column cast to its schema type and checked (:func:`check_values`), so what the
+    API returns holds no value ``validate`` refuses; one error naming the file otherwise."""
+    fields = [TRACE_SCHEMA.field(n) if n in TRACE_SCHEMA.names else data.schema.field(n)
+              for n in data.schema.names]
+    try:
+        data = data.cast(pa.schema(fields, metadata=data.schema.metadata))
+    except (ValueError, pa.ArrowException) as exc:
+        raise InvalidTraceError(f"{path}: does not fit unified schema v{SCHEMA_VERSION}: "
+                                f"{' '.join(str(exc).split())}; run `llmtraces validate "
+                                f"{path}`") from None
+    check_values(path, data, start, ids=ids)
+    return data
+
+
 def _cast_batches(path: Path, pf: pq.ParquetFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """The file's batches cast to the unified schema; a value that does not fit (a null in a
-    required column, a NaN or out-of-range count) is one error naming the file."""
+    """The file's batches cast to the unified schema and checked as ``validate`` checks
+    values; a value that does not fit (a null in a required column, a NaN, a negative or
+    out-of-range count, an id out of sequence) is one error naming the file and row."""
     rows = 0
     for b in pf.iter_batches(batch_size=batch_rows, columns=TRACE_SCHEMA.names):
         try:
-            yield b.select(TRACE_SCHEMA.names).cast(TRACE_SCHEMA)
+            batch = b.select(TRACE_SCHEMA.names).cast(TRACE_SCHEMA)
         except (ValueError, pa.ArrowException) as exc:
             raise InvalidTraceError(f"{path}: rows {rows + 1:,}-{rows + b.num_rows:,} do not "
                                     f"fit unified schema v{SCHEMA_VERSION}: {exc}; run "
                                     f"`llmtraces validate {path}`") from None
+        check_values(path, batch, rows)
+        yield batch
         rows += b.num_rows
 
 

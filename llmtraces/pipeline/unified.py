@@ -19,7 +19,7 @@ from ..errors import InvalidTraceError, NoSuchFileError, UnknownSourceError
 from ..fetching.discover import resolve, with_discovered
 from ..fetching.download import fetch, quiet_log
 from ..fetching.natives import native_files, split_cached
-from ..formats.parquet import is_unified, read_metadata
+from ..formats.parquet import is_unified, read_metadata, read_stream
 from ..paths import converted_path, home
 from ..registry import Source, get_source, load_registry
 from ..report import Report
@@ -114,7 +114,7 @@ def unified_path(source_or_path: PathLike, trace: str | None = None, *,
         if not as_path.exists():
             raise InvalidTraceError(f"{as_path}: no such file")
         if is_unified(as_path):
-            read_metadata(as_path)  # refuses Parquet that is not a unified trace
+            read_stream(as_path)  # refuses Parquet that is not a unified trace (metadata, columns)
             yield as_path
             return
         with tempfile.TemporaryDirectory(prefix="llmtraces-") as tmp:

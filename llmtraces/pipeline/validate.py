@@ -24,6 +24,7 @@ from ..registry import get_source
 from ..report import Report
 from ..schema import COLUMNS, SCHEMA_VERSION, TRACE_SCHEMA, constant, row_index
 from ..text import label_of
+from ..text.limits import require_regular_file
 from .scan import identify, scan
 
 
@@ -156,7 +157,11 @@ def validate_path(path: Path, *, strict: bool = False, registry: Path | None = N
         for part in parts:
             validate_unified(part, report, registry=registry)
     elif not path.is_file():
-        report.error("missing", str(path), "no such file")
+        try:
+            require_regular_file(path)
+        except LLMTracesError as exc:  # missing, or a FIFO, device or socket: say which
+            report.error("missing" if not path.exists() else "format", str(path),
+                         str(exc).split(": ", 1)[-1])
     elif is_unified(path):
         validate_unified(path, report, registry=registry)
     else:

@@ -31,6 +31,12 @@ DEFAULT_MAX_DEPTH = 64
 #: Python's json recurses once per level; past this the interpreter's own limit is near.
 DEPTH_RANGE = (2, 512)
 
+MAX_MEMBER_ENV = "LLMTRACES_MAX_MEMBER_BYTES"
+#: Largest archive member unpacked (the largest published one, Azure 2024's week of
+#: conversations, is under 2 GiB): a zip bomb stops here even under a generous archive budget.
+DEFAULT_MAX_MEMBER = 16 << 30
+MEMBER_RANGE = (1 << 20, 1 << 40)
+
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*+"', re.DOTALL)
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 _NOT_OPENERS = bytes(c for c in range(256) if c not in b"[{\n")
@@ -53,6 +59,11 @@ def _env_int(name: str, default: int, low: int, high: int) -> int:
 def max_line_bytes() -> int:
     """The line-length limit: ``$LLMTRACES_MAX_LINE_BYTES``, else 16 MiB."""
     return _env_int(MAX_LINE_ENV, DEFAULT_MAX_LINE, *LINE_RANGE)
+
+
+def max_member_bytes() -> int:
+    """The per-member unpack limit: ``$LLMTRACES_MAX_MEMBER_BYTES``, else 16 GiB."""
+    return _env_int(MAX_MEMBER_ENV, DEFAULT_MAX_MEMBER, *MEMBER_RANGE)
 
 
 def max_json_depth() -> int:
