@@ -11,10 +11,15 @@ from pathlib import Path
 import pytest
 from _pytest.doctest import DoctestItem
 
+# The fake NVML is a module named ``pynvml``: importing it for doctests would put it in
+# sys.modules in place of the real one for every later test (tests put it on sys.path).
+collect_ignore = ["tests/fake_nvml"]
 # Modules that need an optional extra are not imported for doctests when it is missing (the
 # tests that use them skip with the reason).
-collect_ignore = [] if importlib.util.find_spec("aiohttp") else [
-    "llmtraces/serve/sim.py", "llmtraces/serve/sim_request.py"]
+_EXTRAS = {"aiohttp": ["llmtraces/serve/sim.py", "llmtraces/serve/sim_request.py"],
+           "scipy": ["llmtraces/characterize"], "sklearn": ["llmtraces/forecasting"]}
+collect_ignore += [path for module, paths in _EXTRAS.items()
+                   if importlib.util.find_spec(module) is None for path in paths]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

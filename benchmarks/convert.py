@@ -1,102 +1,231 @@
-"""Native CSV -> unified Parquet: wall time and peak RSS of llmtraces beside pandas and DuckDB.
+"""Native CSV -> unified Parquet: `llmtraces convert` beside DuckDB, wall time and peak RSS.
 
 Run by hand (never by the test suite), from the repository root:
 
-    python benchmarks/convert.py                          # BurstGPT_1 shape, 1,429,737 rows
-    python benchmarks/convert.py --v3 --rows 5344021      # BurstGPT_3 8-column shape, ~257 MB
-    python benchmarks/convert.py --azure --rows 10000000  # Azure 2023 layout
+    python benchmarks/convert.py                       # the issue-15 set, median of 3 each
+    python benchmarks/convert.py --cases burstgpt --repeat 5
+    python benchmarks/convert.py --azure-rows 2500000,10000000 --markdown table.md
+    python benchmarks/convert.py --keep /tmp/convert-inputs   # reuse inputs between runs
 
-The input is written by benchmarks/make_burstgpt_like.py (or, with --azure, by
-:func:`make_azure_like`) into a temporary folder. Each converter runs in a fresh process so its
-peak RSS (``ru_maxrss``) is its own: llmtraces ``convert_file`` (parses, validates every value,
-keeps ``source_row``, writes zstd Parquet), pandas ``read_csv`` + ``to_parquet``, and DuckDB
-``COPY (SELECT * FROM read_csv(...)) TO ... (FORMAT PARQUET)``. Baselines that are not
-installed are reported as such. Targets (issue 3): llmtraces <= 1.0x DuckDB's wall time and
-peak RSS <= 256 MB at both sizes.
+Inputs are made here, nothing outside the repository is read: BurstGPT-shaped CSVs from
+benchmarks/make_burstgpt_like.py (1,429,737 rows in BurstGPT_1's 6 columns, 5,344,021 in
+BurstGPT_3's 8) and Azure-2024-shaped CSVs from :func:`make_azure_2024_like`
+(``2024-05-12 00:00:00.001163+00:00``, fraction left out when zero). Each converter is a whole
+process, started as a user starts it: the ``llmtraces convert FILE --to parquet -o OUT -q``
+console script (start-up, imports, parse, checks, encode) and ``python -c`` running DuckDB's
+``COPY (SELECT * FROM read_csv(...)) TO ... (FORMAT PARQUET)``. The two run alternately, so
+they share the machine's state; a first, untimed round warms the page cache and the bytecode
+cache (kept under the temporary folder, as an installed package keeps its ``.pyc``). Wall and
+CPU time are the medians of ``--repeat`` runs; peak RSS is the child's own ``ru_maxrss``
+(``os.wait4``), the largest over the runs. Run with ``PYTHONPATH=<other checkout>`` to time
+another version of llmtraces (the children inherit it). Targets (issue 15):
+llmtraces <= 1.0x DuckDB's wall time and peak RSS <= 256 MiB at every size.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import shlex
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 GENERATOR = Path(__file__).resolve().parent / "make_burstgpt_like.py"
+LLMTRACES = Path(sys.executable).parent / "llmtraces"
 
-CHILD = r"""
-import resource, sys, time
-src, dst, how = sys.argv[1:4]
-t0 = time.perf_counter()
-if how == "llmtraces":
-    from llmtraces.pipeline.convert import convert_file
-    convert_file(src, dst)
-elif how == "pandas":
-    import pandas as pd
-    pd.read_csv(src).to_parquet(dst)
-else:
-    import duckdb
-    duckdb.sql("SET enable_progress_bar = false")
-    duckdb.sql(f"COPY (SELECT * FROM read_csv('{src}')) TO '{dst}' (FORMAT PARQUET)")
-print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+DUCKDB = r"""
+import sys, duckdb
+src, dst = sys.argv[1:3]
+con = duckdb.connect()
+con.sql("SET enable_progress_bar = false")
+con.sql(f"COPY (SELECT * FROM read_csv('{src}')) TO '{dst}' (FORMAT PARQUET)")
 """
 
 
-def make_azure_like(path: Path, rows: int, seed: int = 0) -> None:
-    """An Azure 2023-layout CSV (7 fractional digits, CRLF, no final newline), ~2.6 req/s."""
+def make_azure_2024_like(path: Path, rows: int, seed: int = 0) -> None:
+    """An Azure LLM 2024-layout CSV: ``+00:00``, microseconds left out when zero, LF.
+
+    About 45 requests/s (conv_1week: 27.3M rows in a week); 1 row in 1,000 falls on a whole
+    second so every block mixes the two spellings, as the real files do.
+    """
     rng = random.Random(seed)
-    t_us, base = 0, 1700158623  # 2023-11-16 18:17:03 UTC
+    t_us, base = 9_930, 1715472000  # 2024-05-12 00:00:00 UTC
+    stamps: dict[int, str] = {}
     with path.open("w", newline="") as fh:
-        fh.write("TIMESTAMP,ContextTokens,GeneratedTokens")
+        fh.write("TIMESTAMP,ContextTokens,GeneratedTokens\n")
         chunk: list[str] = []
         for _ in range(rows):
-            t_us += int(rng.expovariate(1 / 385_000))
+            t_us += int(rng.expovariate(1 / 22_000))
+            if rng.random() < 0.001 and t_us % 1_000_000:
+                t_us += 1_000_000 - t_us % 1_000_000  # on to the next whole second
             s, us = divmod(t_us, 1_000_000)
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(base + s))
-            chunk.append(f"\r\n{stamp}.{us:06d}0,{rng.randint(3, 7437)},{rng.randint(6, 1899)}")
+            stamp = stamps.get(s)
+            if stamp is None:
+                stamps.clear()  # one second at a time: the cache stays tiny
+                stamp = stamps[s] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(base + s))
+            frac = f".{us:06d}" if us else ""
+            inputs = min(int(rng.lognormvariate(6.5, 1.2)) + 1, 30_000)
+            chunk.append(f"{stamp}{frac}+00:00,{inputs},{max(1, int(rng.expovariate(1 / 250)))}\n")
             if len(chunk) == 100_000:
                 fh.write("".join(chunk))
                 chunk = []
         fh.write("".join(chunk))
 
 
-def run(src: Path, how: str) -> str:
-    """``seconds peak-MiB`` of one converter in a fresh process, or why it could not run."""
-    dst = src.with_suffix(f".{how}.parquet")
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(src), str(dst), how],
-                          capture_output=True, text=True)
-    dst.unlink(missing_ok=True)
-    if proc.returncode:
-        last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
-        return f"{'-':>8} {'-':>9}  ({last[:60]})"
-    secs, kib = proc.stdout.split()[-2:]
-    return f"{float(secs):>8.2f} {int(kib) / 1024:>9.0f}"
+@dataclass(frozen=True)
+class Case:
+    """One input: its name, shape and size."""
+
+    name: str
+    shape: str  # burstgpt, burstgpt-v3, azure-2024
+    rows: int
+
+    def make(self, folder: Path, seed: int) -> Path:
+        """The input CSV in ``folder``, written unless it is already there."""
+        path = folder / f"{self.shape}-{self.rows}-{seed}.csv"
+        if path.exists():
+            return path
+        part = path.with_suffix(".part")
+        if self.shape == "azure-2024":
+            make_azure_2024_like(part, self.rows, seed)
+        else:
+            subprocess.run([sys.executable, str(GENERATOR), str(part), "--rows", str(self.rows),
+                            "--seed", str(seed)] + (["--v3"] if self.shape == "burstgpt-v3"
+                                                    else []), check=True)
+        part.rename(path)
+        return path
+
+
+def child_env() -> dict[str, str]:
+    """The children's environment: bytecode cached (in a folder outside the repository), as
+    in an installed package, even where the shell sets PYTHONDONTWRITEBYTECODE."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "llmtraces-pyc"))
+    return env
+
+
+def run_once(argv: list[str]) -> tuple[float, float, int, str]:
+    """Wall seconds, CPU seconds, peak RSS (KiB) and the last stderr line of one child."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=child_env())
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        last = (err.read().decode(errors="replace").strip().splitlines() or [""])[-1]
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, cpu, usage.ru_maxrss, last if proc.returncode else ""
+
+
+@dataclass
+class Result:
+    """Median wall time and largest peak RSS of one converter on one case."""
+
+    walls: list[float]
+    cpus: list[float]
+    peak_kib: int
+    error: str = ""
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.walls) if self.walls else float("nan")
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(self.cpus) if self.cpus else float("nan")
+
+
+def measure(src: Path, repeat: int, converters: list[str], llmtraces: list[str]
+            ) -> dict[str, Result]:
+    """Run each converter ``repeat`` times on ``src``, alternating between them."""
+    out = {c: Result([], [], 0) for c in converters}
+    for k in range(repeat + 1):  # the first round warms the page and bytecode caches
+        for conv in converters:
+            dst = src.with_name(f"{src.stem}.{conv}.parquet")
+            argv = ([*llmtraces, "convert", str(src), "--to", "parquet", "-o", str(dst),
+                     "-q"] if conv == "llmtraces" else [sys.executable, "-c", DUCKDB,
+                                                        str(src), str(dst)])
+            wall, cpu, kib, error = run_once(argv)
+            dst.unlink(missing_ok=True)
+            res = out[conv]
+            res.error = res.error or error
+            if not error and k:
+                res.walls.append(wall)
+                res.cpus.append(cpu)
+                res.peak_kib = max(res.peak_kib, kib)
+    return out
+
+
+def table(rows: list[tuple[Case, Path, dict[str, Result]]], repeat: int) -> str:
+    """The results as a Markdown table."""
+    lines = ["| shape | rows | CSV MiB | llmtraces s | CPU s | peak MiB | DuckDB s | CPU s | "
+             "peak MiB | ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for case, src, res in rows:
+        ours, duck = res["llmtraces"], res.get("duckdb")
+        cells = [case.shape, f"{case.rows:,}", f"{src.stat().st_size / 2**20:,.0f}"]
+        for r in (ours, duck):
+            if r is None or r.error:
+                cells += ["-", "-", "-"]
+            else:
+                cells += [f"{r.wall:.2f}", f"{r.cpu:.2f}", f"{r.peak_kib / 1024:,.0f}"]
+        ok = duck is not None and not duck.error and not ours.error
+        cells.append(f"{ours.wall / duck.wall:.2f}x" if ok and duck else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    errors = [f"{c.name} {k}: {r.error}" for c, _, res in rows for k, r in res.items()
+              if r.error]
+    note = (f"\nWall and CPU (user + sys) time: median of {repeat} runs after a warm-up run; "
+            "peak RSS: the largest of them.")
+    return "\n".join(lines + ([""] + errors if errors else [])) + note
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=1_429_737)
-    ap.add_argument("--v3", action="store_true", help="8-column BurstGPT_3 layout")
-    ap.add_argument("--azure", action="store_true", help="Azure 2023 layout instead")
+    ap.add_argument("--cases", default="burstgpt,burstgpt-v3,azure-2024",
+                    help="comma-separated shapes to run (default: all three)")
+    ap.add_argument("--burstgpt-rows", type=int, default=1_429_737)
+    ap.add_argument("--v3-rows", type=int, default=5_344_021)
+    ap.add_argument("--azure-rows", default="2500000,10000000",
+                    help="comma-separated sizes of the Azure 2024 shape (RSS vs size)")
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-duckdb", action="store_true", help="time llmtraces alone")
+    ap.add_argument("--llmtraces", default=str(LLMTRACES),
+                    help="the command that runs llmtraces (e.g. a wrapper of another checkout)")
+    ap.add_argument("--keep", type=Path, help="make (or reuse) the inputs in this folder")
+    ap.add_argument("--markdown", type=Path, help="also write the table to this file")
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / ("azure.csv" if a.azure else "BurstGPT_like.csv")
-        if a.azure:
-            make_azure_like(src, a.rows, a.seed)
-        else:
-            cmd = [sys.executable, str(GENERATOR), str(src), "--rows", str(a.rows),
-                   "--seed", str(a.seed)] + (["--v3"] if a.v3 else [])
-            subprocess.run(cmd, check=True)
-        shape = "azure" if a.azure else ("burstgpt-v3" if a.v3 else "burstgpt")
-        print(f"{shape}: {a.rows:,} rows, {src.stat().st_size / 2**20:.0f} MiB CSV")
-        print(f"{'converter':<10} {'seconds':>8} {'peak MiB':>9}")
-        for how in ("llmtraces", "pandas", "duckdb"):
-            print(f"{how:<10} {run(src, how)}", flush=True)
+    wanted = a.cases.split(",")
+    cases = [Case("burstgpt", "burstgpt", a.burstgpt_rows),
+             Case("burstgpt-v3", "burstgpt-v3", a.v3_rows)]
+    cases += [Case(f"azure-2024-{n}", "azure-2024", int(n)) for n in a.azure_rows.split(",")]
+    cases = [c for c in cases if c.shape in wanted]
+    converters = ["llmtraces"] + ([] if a.no_duckdb else ["duckdb"])
+    folder = a.keep or Path(tempfile.mkdtemp(prefix="llmtraces-convert-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        done = []
+        for case in cases:
+            src = case.make(folder, a.seed)
+            res = measure(src, a.repeat, converters, shlex.split(a.llmtraces))
+            done.append((case, src, res))
+            summary = ", ".join(f"{k} {r.wall:.2f} s {r.peak_kib / 1024:.0f} MiB{r.error}"
+                                for k, r in res.items())
+            print(f"{case.name}: {summary}", file=sys.stderr, flush=True)
+        text = table(done, a.repeat)
+        print(text)
+        if a.markdown:
+            a.markdown.write_text(text + "\n")
+    finally:
+        if a.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

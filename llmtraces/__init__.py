@@ -26,16 +26,19 @@ _EXPORTS = {
     "fit": "transforms", "head": "transforms", "mean_rate": "transforms", "merge": "transforms",
     "rate_scale": "transforms", "rebase": "transforms", "sample": "transforms",
     "synthesize": "transforms", "time_scale": "transforms", "window": "transforms",
+    "stats": "characterize.compute",
 }
 
 __all__ = ["SCHEMA_VERSION", "TRACE_SCHEMA", "EmptyResultWarning", "Request", "TraceModel",
            "TraceView", "TransformError",
            "__version__", "convert_file", "convert_source", "export", "fetch", "filter", "fit",
            "head", "iter_requests", "load", "mean_rate", "merge", "open_dataset", "rate_scale",
-           "rebase", "sample", "source", "sources", "synthesize", "time_scale", "window"]
+           "rebase", "sample", "source", "sources", "stats", "synthesize", "time_scale",
+           "window"]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
     from .api import export, fetch, iter_requests, load, open_dataset, source, sources
+    from .characterize.compute import stats
     from .pipeline.convert import convert_file
     from .pipeline.unified import convert_source
     from .pipeline.view import TraceView, TransformError

@@ -11,7 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .bench.spec import json_schema_text as bench_spec_schema_text
+from .characterize.model import json_schema_text as stats_schema_text
 from .registry import FileEntry, Member, Source, json_schema_text, load_registry
+from .release.manifest import json_schema_text as release_schema_text
 from .schema import COLUMNS, dumps_json_schema, type_name
 
 START, END = "<!-- columns:start -->", "<!-- columns:end -->"
@@ -129,6 +132,11 @@ def files_table(source: Source) -> str:
 def main(repo: Path) -> None:
     (repo / "schemas" / "trace.schema.json").write_text(dumps_json_schema(), encoding="utf-8")
     (repo / "schemas" / "registry.schema.json").write_text(json_schema_text(), encoding="utf-8")
+    (repo / "schemas" / "stats.schema.json").write_text(stats_schema_text(), encoding="utf-8")
+    (repo / "schemas" / "release.schema.json").write_text(release_schema_text(),
+                                                          encoding="utf-8")
+    (repo / "schemas" / "bench-spec.schema.json").write_text(bench_spec_schema_text(),
+                                                             encoding="utf-8")
     doc = repo / "docs" / "schema.md"
     doc.write_text(with_table(doc.read_text(encoding="utf-8")), encoding="utf-8")
     sources = list(load_registry(repo / "registry").values())

@@ -222,6 +222,16 @@ class Member(_Strict):
         return self.path.rstrip("/").rsplit("/", 1)[-1]
 
 
+class PublishedStat(_Strict):
+    """A statistic of a trace that its paper or README states (``llmtraces stats --check``)."""
+
+    value: float = Field(description="The value as published, in the statistic's unit.")
+    tolerance: float = Field(ge=0, description="Largest |measured - value| that agrees "
+                             "(the published rounding, or the gap a definition leaves).")
+    source: str = Field(description="Where it is stated: paper section, figure or table, "
+                        "README line.")
+
+
 class Trace(_Strict):
     """One trace of a source: a file (or a member of one of the source's archives) read by
     one native format."""
@@ -241,6 +251,9 @@ class Trace(_Strict):
     member: Member | None = Field(
         default=None, description="Or: the trace is this member of one of the source's "
         "archives.")
+    published: dict[str, PublishedStat] = Field(
+        default_factory=dict, description="Statistics the publisher states, keyed by their "
+        "dotted path in `llmtraces stats --json` (e.g. `lengths.input.p50`).")
 
     @model_validator(mode="after")
     def _file_or_member(self) -> Trace:

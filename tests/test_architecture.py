@@ -18,7 +18,7 @@ MAX_LINES = 500
 #: Layer of each top-level module or package; a module may import its own layer or below.
 LAYERS: dict[str, int] = {
     "_plugins": 0, "_version": 0, "atomic": 0, "errors": 0,
-    "paths": 1, "report": 1, "schema": 1, "timing": 1,
+    "paths": 1, "report": 1, "schema": 1, "timing": 1, "ranges": 1,
     "registry": 2, "licensing": 2,
     "fetching": 3, "text": 3,
     "tokenize": 4,
@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "pipeline": 6,
     "api": 7, "request": 7, "testing": 8,
     "transforms": 8, "replay": 9, "serve": 9, "bench": 9, "release": 9, "stats": 9,
+    "characterize": 9, "forecasting": 9,
     "_generate": 10, "_scaffold": 10, "cli": 10,
     "": 11,  # llmtraces/__init__.py: the public names, imported lazily
 }

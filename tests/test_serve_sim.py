@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +22,7 @@ aiohttp = pytest.importorskip("aiohttp")
 requests = pytest.importorskip("requests")
 
 from conftest import Cli  # noqa: E402
+from llmtraces import __version__  # noqa: E402
 from llmtraces.serve.sim import FAULT_HEADER, SimConfig, SimServer  # noqa: E402
 
 FAST = {"prefill_tps": 1_000_000.0, "decode_tps": 10_000.0}
@@ -582,3 +584,75 @@ def test_cli_serves_until_terminated(tmp_path, cli: Cli):
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+# --- the benchmark endpoints: /metrics, /version, /reset_prefix_cache ---------------------------
+
+def _gauges(text: str) -> dict[str, float]:
+    """``name -> value`` of the sample lines of a Prometheus text body (labels dropped)."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.split("{")[0], line.rsplit(" ", 1)[1]
+            out[name] = float(value)
+    return out
+
+
+def test_metrics_follow_the_scheduler_under_vllm_names():
+    with SimServer(prefill_tps=1e6, decode_tps=50.0, batch_slots=2, kv_tokens=1000,
+                   api_key="k") as srv:
+        idle = requests.get(srv.url + "/metrics", timeout=5)  # no key needed, as in vLLM
+        assert idle.status_code == 200 and idle.headers["Content-Type"].startswith("text/plain")
+        assert '# TYPE vllm:num_requests_running gauge' in idle.text
+        assert 'vllm:num_requests_running{model_name="llmtraces-sim"} 0.0' in idle.text
+        body = {"prompt": [1, 2, 3, 4], "max_tokens": 46, "ignore_eos": True}
+        auth = {"Authorization": "Bearer k"}
+        with ConcurrentPosts(srv.url, body, auth, 3):
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                busy = _gauges(requests.get(srv.url + "/metrics", timeout=5).text)
+                if busy["vllm:num_requests_waiting"] == 1:
+                    break
+                time.sleep(0.02)
+            assert busy["vllm:num_requests_running"] == 2
+            assert busy["vllm:num_requests_waiting"] == 1
+            assert busy["vllm:kv_cache_usage_perc"] == pytest.approx(0.1)  # 2 x 50 of 1000
+        done = _gauges(requests.get(srv.url + "/metrics", timeout=5).text)
+    assert done["vllm:num_requests_running"] == done["vllm:num_requests_waiting"] == 0
+    assert done["vllm:generation_tokens_total"] == 3 * 46
+    assert done["vllm:request_success_total"] == 3 and done["vllm:prompt_tokens_total"] == 12
+
+
+class ConcurrentPosts:
+    """``n`` completions posted on threads for the length of a ``with`` block (then joined)."""
+
+    def __init__(self, url: str, body: dict[str, Any], headers: dict[str, str], n: int):
+        self.threads = [threading.Thread(target=requests.post, args=(url + "/v1/completions",),
+                                         kwargs={"json": body, "headers": headers,
+                                                 "timeout": 30}) for _ in range(n)]
+
+    def __enter__(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def __exit__(self, *exc: object) -> None:
+        for t in self.threads:
+            t.join(30)
+
+
+def test_version_and_prefix_cache_reset():
+    prompt = {"prompt": list(range(1, 129)), "max_tokens": 1, "ignore_eos": True}
+    with SimServer(**FAST) as srv:
+        version = requests.get(srv.url + "/version", timeout=5).json()
+        assert version == {"version": __version__, "engine": "serve-sim"}
+
+        def cached() -> int:
+            r = requests.post(srv.url + "/v1/completions", json=prompt, timeout=10)
+            return int(r.json()["usage"]["prompt_tokens_details"]["cached_tokens"])
+
+        assert cached() == 0 and cached() == 112  # 8 blocks of 16, the last one prefilled
+        reset = requests.post(srv.url + "/reset_prefix_cache", timeout=5)
+        assert reset.status_code == 200 and reset.json() == {"success": True,
+                                                             "blocks_dropped": 8}
+        assert cached() == 0 and srv.stats()["prefix_cache_resets"] == 1
+        assert requests.get(srv.url + "/reset_prefix_cache", timeout=5).status_code == 405

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from .._version import __version__
-from ..errors import LLMTracesError
+from ..errors import LLMTracesError, OptionError
 
 #: verb -> module in this package defining ``command``; loaded only when the verb runs.
 VERBS = {
@@ -21,11 +21,17 @@ VERBS = {
     "formats": "formats",
     "fit": "fit",
     "synthesize": "synthesize",
+    "forecast": "forecast",
     "demo": "demo",
     "registry": "registry",
     "serve-sim": "serve_sim",
     "serve-llamacpp": "serve_llamacpp",
     "replay": "replay",
+    "bench": "bench",
+    "release": "release",
+    "stats": "stats",
+    "plot": "plot",
+    "compare": "compare",
 }
 
 
@@ -44,7 +50,9 @@ SUMMARIES = {
     "formats": "List the native formats read (recognised from a file's header or first record) "
                "and the export formats of ``llmtraces convert FILE --to NAME``.",
     "fit": "Fit a trace model to TRACE (a unified Parquet file or a native trace file).",
-    "synthesize": "Synthesize a trace from MODEL (JSON written by `llmtraces fit`).",
+    "synthesize": "Synthesize a trace from MODEL (`llmtraces fit` JSON, or ServeGen's).",
+    "forecast": "Forecast TARGET's requests per bin and score it (NMAE, NMSE) against "
+                "baselines.",
     "demo": "Fetch (from the copy shipped in the package), validate, convert and summarise a "
             "trace.",
     "registry": "Maintain registry files (for maintainers).",
@@ -52,6 +60,13 @@ SUMMARIES = {
     "serve-llamacpp": "Serve a GGUF model with llama.cpp's own OpenAI-compatible server, on the "
                       "CPU.",
     "replay": "Replay TRACE (a registry id or a trace file) against an OpenAI-compatible server.",
+    "bench": "Benchmark an engine on a trace: SLO capacity, goodput and energy.",
+    "release": "Build, verify, unpack and deposit Zenodo-style dataset releases.",
+    "stats": "Workload statistics of TARGET (a registry id, a native trace file or a unified "
+             "Parquet file).",
+    "plot": "Draw TARGET's workload figures, as in the papers, into DIR as PNG and SVG.",
+    "compare": "Compare two traces side by side, with the KS and Wasserstein distances of "
+               "their gaps and lengths.",
 }
 
 
@@ -78,6 +93,8 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except OptionError as exc:  # a bad option value: a usage error (exit 2), one line
+            raise click.UsageError(str(exc)) from None
         except LLMTracesError as exc:
             raise click.ClickException(str(exc)) from None
 

@@ -12,11 +12,12 @@ from typing import Any
 import click
 
 from ..api import unified_path
+from ..ranges import parse_window
 from ..replay.errors import ReplayError
 from ..replay.metrics import Slo, parse_percentiles
 from ..replay.options import check_out
 from ..replay.schedule import ARRIVALS, Timing
-from ._common import parse_window, root
+from ._common import root
 
 
 def _fmt_ms(x: float | None) -> str:
@@ -65,10 +66,24 @@ def table(summary: dict[str, Any]) -> str:
                      f"{_fmt_ms(late['p99'])} ms, max {_fmt_ms(late['max'])} ms; late >1 ms "
                      f"{f['late_over_1ms']:.2%}, >10 ms {f['late_over_10ms']:.2%}; drift "
                      f"{_fmt_ms(f['drift_ms'])} ms")
+    for w in summary.get("workers", {}).get("per_worker", []):
+        lines.append(_worker_line(w))
     if f["queue_ms"]["count"] and (f["queue_ms"]["max"] or 0) > 0:
         lines.append(f"client queue  mean {_fmt_ms(f['queue_ms']['mean'])} ms, max "
                      f"{_fmt_ms(f['queue_ms']['max'])} ms (--max-concurrency)")
     return "\n".join(lines)
+
+
+def _worker_line(w: dict[str, Any]) -> str:
+    """One worker's line of the table: where, how many, how late, its clock offset."""
+    if "died" in w:
+        return f"worker {w['worker']}  died ({w['died']})"
+    late = w["lateness_ms"]
+    offset = w.get("clock_offset_ms")
+    return (f"worker {w['worker']}  {w.get('host') or '-'}: {w['rows']:,} requests, lateness "
+            f"p50 {_fmt_ms(late.get('p50'))} ms, p99 {_fmt_ms(late.get('p99'))} ms, max "
+            f"{_fmt_ms(late.get('max'))} ms; start {_fmt_ms(w.get('start_error_ms'))} ms"
+            + ("" if offset is None else f", clock offset {offset:,.3f} ms"))
 
 
 @click.command("replay")
@@ -134,6 +149,12 @@ def table(summary: dict[str, Any]) -> str:
                    "or empty one unless --overwrite.")
 @click.option("--overwrite", is_flag=True,
               help="Replace an earlier run's outputs in -o (once the server has answered).")
+@click.option("--workers", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Processes sharing the schedule (a session's turns stay on one).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None,
+              metavar="[ADDRESS]",
+              help="Run the --workers as Ray actors, on the cluster at ADDRESS [default: "
+                   "$RAY_ADDRESS or a local instance]; pip install 'llmtraces[ray]'.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of a table.")
 @click.option("-q", "--quiet", is_flag=True, help="No table, no progress line.")
 @click.pass_context
@@ -145,7 +166,8 @@ def command(ctx: click.Context, trace: str, trace_id: str | None, endpoint: str,
             max_requests: int | None, duration: float | None, arrivals: str, cv: float,
             modeled: bool, skip_failed: bool, max_concurrency: int | None, timeout: float,
             slo: str | None, window_s: float, percentiles: str, grace: float, output: Path,
-            overwrite: bool, as_json: bool, quiet: bool) -> None:
+            overwrite: bool, workers: int, ray_address: str | None, as_json: bool,
+            quiet: bool) -> None:
     """Replay TRACE (a registry id or a trace file) against an OpenAI-compatible server.
 
     Requests go out at the trace's arrival times (or scaled / synthetic ones), with prompts
@@ -186,7 +208,16 @@ def command(ctx: click.Context, trace: str, trace_id: str | None, endpoint: str,
     source: str | os.PathLike[str] = as_path if as_path.exists() else trace
     with unified_path(source, trace_id, root=root(ctx)) as path:
         try:
-            summary = replay(path, output, cfg)
+            if ray_address is not None:
+                # lazy: optional extra, ray loads only for --ray
+                from ..replay.ray_workers import replay_ray
+                summary = replay_ray(path, output, cfg, workers, address=ray_address or None)
+            elif workers > 1:
+                # lazy: the workers' module imports the runner (aiohttp), like replay
+                from ..replay.workers import replay_workers
+                summary = replay_workers(path, output, cfg, workers)
+            else:
+                summary = replay(path, output, cfg)
         except ReplayError:
             raise
         except KeyboardInterrupt:

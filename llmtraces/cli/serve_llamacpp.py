@@ -28,13 +28,17 @@ from ..serve.llamacpp import LlamaCppServer
 @click.option("--prompt-cache/--no-prompt-cache", default=True, show_default=True,
               help="Server default for reusing cached prompt prefixes; a request's own "
                    "\"cache_prompt\" wins. Send \"cache_prompt\": false for comparable TTFTs.")
+@click.option("--metrics", is_flag=True, help="Serve Prometheus metrics at GET /metrics.")
+@click.option("--slot-save-path", type=click.Path(file_okay=False), default=None,
+              help="Folder for slot saves; also enables POST /slots/ID?action=erase.")
 @click.option("--verbosity", type=click.IntRange(0), default=0, show_default=True,
               help="llama.cpp log level (0: errors only, 3: everything).")
 @click.option("--duration", type=float, default=None,
               help="Stop after this many seconds [default: run until Ctrl-C / SIGTERM].")
 def command(model: str | None, host: str, port: int, threads: int | None,
             http_threads: int | None, ctx: int, parallel: int, api_key: str | None,
-            prompt_cache: bool, verbosity: int, duration: float | None) -> None:
+            prompt_cache: bool, metrics: bool, slot_save_path: str | None, verbosity: int,
+            duration: float | None) -> None:
     """Serve a GGUF model with llama.cpp's own OpenAI-compatible server, on the CPU.
 
     Uses the xllamacpp wheel in this process; the default model is SmolLM2-135M from the
@@ -48,7 +52,8 @@ def command(model: str | None, host: str, port: int, threads: int | None,
     """
     server = LlamaCppServer(model, host=host, port=port, threads=threads,
                             http_threads=http_threads, ctx=ctx, parallel=parallel,
-                            api_key=api_key, prompt_cache=prompt_cache, verbosity=verbosity)
+                            api_key=api_key, prompt_cache=prompt_cache, verbosity=verbosity,
+                            metrics=metrics, slot_save_path=slot_save_path)
 
     def ready(url: str) -> None:
         meta = server.model_info().get("meta", {})

@@ -190,10 +190,8 @@ class BurstGPTCSV(NativeFormat):
         for b in iter_csv(ctx, REQUIRED, OPTIONAL):
             layout: dict[str, Any] = ctx.meta["native_layout"]
             kept: dict[str, pa.Array] = {}
-            cols: dict[str, pa.Array] = {
-                "request_id": row_index(b.start, b.num_rows),
-                "source_row": row_index(b.start, b.num_rows),
-            }
+            index = row_index(b.start, b.num_rows)  # one array for both columns
+            cols: dict[str, pa.Array] = {"request_id": index, "source_row": index}
             arrival = self._seconds(ctx, b, "Timestamp", "timestamp_form", layout, kept)
             cols["arrival_us"] = arrival
             self._check_order(ctx, b, arrival, state)

@@ -169,14 +169,32 @@ SCALAR_COLUMNS = ["scheduled_s", "ready_s", "sent_s", "first_token_s", "end_s", 
                    "usage_source", "ok", "error", "status"]
 
 
-def _itl(source: pa.Table | Path, ok_only: bool = True) -> _ItlPool:
+def measured_mask(table: pa.Table | pa.RecordBatch, start_s: float | None,
+                  until_s: float | None) -> pa.Array:
+    """Rows scheduled in the measured window ``[start_s, until_s)`` (None: unbounded)."""
+    sched = table.column("scheduled_s")
+    mask = pc.is_valid(sched)
+    if start_s is not None:
+        mask = pc.and_(mask, pc.greater_equal(sched, start_s))
+    if until_s is not None:
+        mask = pc.and_(mask, pc.less(sched, until_s))
+    return pc.fill_null(mask, False)
+
+
+def _itl(source: pa.Table | Path, ok_only: bool = True, start_s: float | None = None,
+         until_s: float | None = None) -> _ItlPool:
     pool = _ItlPool()
+    windowed = start_s is not None or until_s is not None
     if isinstance(source, pa.Table):
-        table = source.filter(pc.fill_null(source["ok"], False)) if ok_only else source
+        table = source.filter(measured_mask(source, start_s, until_s)) if windowed else source
+        table = table.filter(pc.fill_null(table["ok"], False)) if ok_only else table
         pool.add(_gaps(table["chunk_times_s"]))
         return pool
     pf = pq.ParquetFile(source)
-    for batch in pf.iter_batches(batch_size=8192, columns=["chunk_times_s", "ok"]):
+    for batch in pf.iter_batches(batch_size=8192,
+                                 columns=["chunk_times_s", "ok", "scheduled_s"]):
+        if windowed:
+            batch = batch.filter(measured_mask(batch, start_s, until_s))
         if ok_only:
             batch = batch.filter(pc.fill_null(batch.column("ok"), False))
         pool.add(_gaps(batch.column("chunk_times_s")))
@@ -196,6 +214,11 @@ def _good(table: pa.Table, slo: Slo) -> pa.Array:
         meets = pc.fill_null(meets, name == "tpot_s")
         mask = pc.and_(mask, meets)
     return mask
+
+
+def good_mask(table: pa.Table, slo: Slo) -> pa.Array:
+    """Mask of the rows that succeeded and met every bound of ``slo`` (the goodput's)."""
+    return _good(table, slo)
 
 
 def _sum(col: pa.ChunkedArray | pa.Array) -> int:
@@ -235,13 +258,20 @@ def fidelity(table: pa.Table, percentiles: Sequence[float] = (50, 99)) -> dict[s
 
 
 def summarize(source: pa.Table | Path, *, percentiles: Sequence[float] = (50, 90, 99),
-              slo: Slo | None = None) -> dict[str, Any]:
-    """The whole-run metrics of a requests table (or ``requests.parquet`` path): latencies in
-    ms (``ttft_ms``, ...), the duration in s, throughputs per second."""
+              slo: Slo | None = None, measure_from_s: float | None = None,
+              measure_until_s: float | None = None) -> dict[str, Any]:
+    """The metrics of a requests table (or ``requests.parquet`` path): latencies in ms
+    (``ttft_ms``, ...), the duration in s, throughputs per second. With a measured window
+    only the requests scheduled in ``[measure_from_s, measure_until_s)`` count (the others
+    were sent as warm-up or tail); ``measured`` then says the window and how many."""
     if isinstance(source, pa.Table):
         table = source
     else:
         table = pq.read_table(source, columns=SCALAR_COLUMNS)
+    windowed = measure_from_s is not None or measure_until_s is not None
+    every = table.num_rows
+    if windowed:
+        table = table.filter(measured_mask(table, measure_from_s, measure_until_s))
     pcts = list(percentiles)
     total = table.num_rows
     ok_mask = pc.fill_null(table["ok"], False)
@@ -268,7 +298,7 @@ def summarize(source: pa.Table | Path, *, percentiles: Sequence[float] = (50, 90
     normalised = pc.divide(ok["e2e_s"], pc.cast(out_tokens, pa.float64()))
     normalised = pc.if_else(pc.greater(out_tokens, 0), normalised,
                             pa.nulls(len(normalised), pa.float64()))
-    itl = _itl(source)
+    itl = _itl(source, start_s=measure_from_s, until_s=measure_until_s)
     achieved = None
     if n_sent >= 2:
         span = pc.max(sent["sent_s"]).as_py() - pc.min(sent["sent_s"]).as_py()
@@ -301,6 +331,9 @@ def summarize(source: pa.Table | Path, *, percentiles: Sequence[float] = (50, 90
         "failure_rate": (total - n_ok) / total if total else None,
         "failures": {k: {"count": v, "rate": v / total} for k, v in by_class.items()},
     }
+    if windowed:
+        summary["measured"] = {"from_s": measure_from_s, "until_s": measure_until_s,
+                               "requests": total, "of": every}
     if slo is not None:
         good = _sum(pc.cast(_good(table, slo), pa.int64()))
         summary["goodput"] = {"slo_ms": slo.as_dict(), "requests": good,

@@ -6,11 +6,12 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .prompts import BodySpec, PromptBuilder, TextRenderer, encode, make_body
-from .schedule import Schedule
+from .schedule import Scheduled
 
 __all__ = ["Item", "Producer"]
 
@@ -35,7 +36,7 @@ class Item:
 class Producer(threading.Thread):
     """Builds bodies from the schedule into a bounded deque, ahead of the dispatcher."""
 
-    def __init__(self, schedule: Schedule, builder: PromptBuilder, spec: BodySpec,
+    def __init__(self, schedule: Iterable[Scheduled], builder: PromptBuilder, spec: BodySpec,
                  renderer: TextRenderer | None, lookahead: int,
                  default_output_tokens: int) -> None:
         super().__init__(name="llmtraces-replay-producer", daemon=True)

@@ -129,14 +129,19 @@ class Recorder:
     run's length. :meth:`close` writes what is left, waits for the thread and finalizes.
     """
 
-    def __init__(self, out: Path, *, flush_rows: int = 2048, flush_s: float = 1.0) -> None:
+    def __init__(self, out: Path, *, flush_rows: int = 2048, flush_s: float = 1.0,
+                 prefix: str = "", fresh: bool = True) -> None:
         self.out = Path(out)
         self.parts = self.out / PARTS
-        self.out.mkdir(parents=True, exist_ok=True)
-        if self.parts.exists():
-            shutil.rmtree(self.parts)
-        (self.out / REQUESTS).unlink(missing_ok=True)
-        self.parts.mkdir()
+        #: part names are ``part-{prefix}{seq:06d}.parquet``: a worker's own prefix keeps
+        #: several recorders apart in one folder; ``fresh=False`` keeps what is there already
+        self.prefix = prefix
+        if fresh:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if self.parts.exists():
+                shutil.rmtree(self.parts)
+            (self.out / REQUESTS).unlink(missing_ok=True)
+        self.parts.mkdir(parents=True, exist_ok=not fresh)
         self.flush_rows, self.flush_s = flush_rows, flush_s
         self.rows = 0
         self._buf: list[dict[str, Any]] = []
@@ -176,21 +181,28 @@ class Recorder:
                 return
             try:
                 table = safe_table(rows, yield_gil=True)
-                with atomic_path(self.parts / f"part-{self._seq:06d}.parquet") as tmp:
+                name = f"part-{self.prefix}{self._seq:06d}.parquet"
+                with atomic_path(self.parts / name) as tmp:
                     # uncompressed: the parts are temporary, finalize compresses
                     pq.write_table(table, tmp, compression="none")
                 self._seq += 1
             except BaseException as exc:  # reported to the loop thread on its next flush
                 self._error = exc
 
-    def close(self) -> Path:
-        """Write the remaining rows, stop the thread and build ``requests.parquet``."""
+    def close(self, finish: bool = True) -> Path:
+        """Write the remaining rows, stop the thread and build ``requests.parquet`` (with
+        ``finish=False``, as a worker does, leave the parts for the run to join; return the
+        parts folder)."""
         self.flush()
         self._queue.put(None)
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return finalize(self.out)
+        return finalize(self.out) if finish else self.parts
+
+    def part_paths(self) -> list[Path]:
+        """The parts this recorder wrote, in order."""
+        return sorted(self.parts.glob(f"part-{self.prefix}[0-9]*.parquet"))
 
 
 def finalize(out: Path) -> Path:

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as _dt
 import functools
 import gc
 import importlib
-import json
 import signal
 import sys
 import time
@@ -33,21 +31,21 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..atomic import atomic_path
 from ..transforms import TraceLike
 from . import client, metrics
 from .errors import ReplayError
 from .options import check_endpoint, check_out, check_ranges, clear_outputs
+from .outputs import SUMMARY, TIMESERIES, write_outputs
 from .producer import Item, Producer
 from .prompts import BodySpec, PromptBuilder, TextRenderer
-from .recorder import REQUESTS, Recorder
+from .recorder import Recorder
 from .rows import result_row
-from .schedule import Schedule, Timing
+from .schedule import Schedule, Timing, share
 
-SUMMARY = "summary.json"
-TIMESERIES = "timeseries.parquet"
+__all__ = ["SUMMARY", "TIMESERIES", "Replay", "ReplayConfig", "replay"]
 #: the dispatcher sleeps until this long before a due time, then spins: the loop's timers
 #: round up to the millisecond, and a sleeping thread wakes some 100 us late on a busy VM
 SPIN_S = 0.002
@@ -85,6 +83,8 @@ class ReplayConfig:
     flush_rows: int = 2048
     flush_s: float = 1.0
     overwrite: bool = False
+    measure_from_s: float | None = None   # the summary covers requests scheduled in
+    measure_until_s: float | None = None  # [from, until) s; all are still sent and recorded
 
     def check(self) -> ReplayConfig:
         """Raise :class:`ReplayError` for a bad option (one line naming it, its value and what
@@ -123,9 +123,16 @@ class Replay:
     """One replay run: build with a trace and a config, then :meth:`run`."""
 
     def __init__(self, trace: TraceLike, cfg: ReplayConfig, out: Path,
-                 echo: Callable[[str], None] | None = None) -> None:
+                 echo: Callable[[str], None] | None = None, *,
+                 part: tuple[int, int] | None = None,
+                 gate: Callable[[], float | None] | None = None) -> None:
         self.cfg, self.out = cfg.check(), Path(out)
-        check_out(self.out, cfg.overwrite)
+        #: as a worker (:mod:`.workers`): (index, workers), this worker's share of the
+        #: schedule; ``gate`` blocks until the agreed start (a ``perf_counter`` instant, or
+        #: None: do not start); the run then leaves its parts to the parent
+        self.part, self.gate = part, gate
+        if part is None:
+            check_out(self.out, cfg.overwrite)
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr))
         self.base, self.url, self.api = cfg.urls()
         if self.api == "chat" and (cfg.prompt_format == "ids" or cfg.prompt_source == "ids"):
@@ -145,6 +152,8 @@ class Replay:
         self._late_max = 0.0
         self.t0 = 0.0
         self.recorder: Recorder | None = None  # opened once the server has answered
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.cpu0 = 0.0  # process CPU seconds at the start (a worker reports its use)
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -181,6 +190,12 @@ class Replay:
             return
         self.stop_reason = reason
         self._stop.set()
+
+    def stop_soon(self, reason: str) -> None:
+        """:meth:`request_stop` from another thread (a Ray worker's driver call)."""
+        if self.loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the run is over
+                self.loop.call_soon_threadsafe(self.request_stop, reason)
 
     async def _next(self, prod: Producer) -> Item | None:
         while True:
@@ -293,6 +308,11 @@ class Replay:
         """The output folder and its recorder, only once the server has answered and the first
         requests are ready (a failed start writes nothing); with ``overwrite`` an earlier
         run's outputs are removed first, other files stay."""
+        if self.part is not None:  # a worker: the parent cleared the folder
+            self.recorder = Recorder(self.out, flush_rows=self.cfg.flush_rows,
+                                     flush_s=self.cfg.flush_s, prefix=f"w{self.part[0]:03d}-",
+                                     fresh=False)
+            return self.recorder
         if self.cfg.overwrite:
             clear_outputs(self.out)
         self.recorder = Recorder(self.out, flush_rows=self.cfg.flush_rows,
@@ -300,7 +320,7 @@ class Replay:
         return self.recorder
 
     async def _main(self) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGINT, self.request_stop, "interrupted")
             loop.add_signal_handler(signal.SIGTERM, self.request_stop, "terminated")
@@ -311,7 +331,8 @@ class Replay:
             info = await client.probe(session, self.base, self._headers())
             spec, renderer = self._spec(info)
             self.spec = spec
-            prod = Producer(self.schedule, PromptBuilder(
+            rows = self.schedule if self.part is None else share(self.schedule, *self.part)
+            prod = Producer(rows, PromptBuilder(
                 self.cfg.seed, use_trace_ids=self.cfg.prompt_source == "ids"), spec,
                 renderer, self.cfg.lookahead, self.cfg.default_output_tokens)
             self.producer, self.renderer = prod, renderer
@@ -323,14 +344,21 @@ class Replay:
             if (prod.error is not None and not prod.items) or self._stop.is_set():
                 prod.stop.set()  # the schedule failed before its first request, or Ctrl-C
                 raise prod.error if prod.error is not None else KeyboardInterrupt()
+            start = None
+            if self.gate is not None:
+                start = await loop.run_in_executor(None, self.gate)
+                if start is None:
+                    prod.stop.set()
+                    raise ReplayError("the run was stopped before it started")
             recorder = self._open_recorder()
             # objects alive now (trace decoding, tokenizer tables) never need collecting:
             # keep them out of the collector's way, so its pauses stay short during the run
             gc.collect()
             gc.freeze()
             gc.disable()  # collections run in the housekeeping task instead (young ones)
-            self.t0 = time.perf_counter()
-            self.t0_unix = time.time()
+            self.t0 = time.perf_counter() if start is None else start
+            self.t0_unix = time.time() + (self.t0 - time.perf_counter())
+            self.cpu0 = time.process_time()
             house = loop.create_task(self._housekeeping(recorder))
             try:
                 try:
@@ -385,10 +413,12 @@ class Replay:
         if self.recorder is None:  # the server did not answer, or nothing was ready to send
             raise crash if crash is not None else ReplayError("the replay did not start")
         try:
-            self.recorder.close()
+            self.recorder.close(finish=self.part is None)
         except BaseException:
             if crash is None:
                 raise
+        if self.part is not None:  # a worker: the parent joins the parts and sums up
+            return self._outcome(info, crash)
         if crash is not None and self.t0 == 0.0:
             raise crash  # nothing was sent: an empty requests.parquet, no summary
         summary = self._finish(info, crash)
@@ -396,50 +426,52 @@ class Replay:
             raise crash
         return summary
 
+    def _server_fields(self, info: client.ServerInfo | None) -> dict[str, Any]:
+        """summary.json's ``server`` entry."""
+        cfg = self.cfg
+        return {
+            "endpoint": self.url, "api": self.api, "model": self.spec.model,
+            "stream": cfg.stream, "prompt_format": self.spec.prompt_format,
+            "prompt_source": cfg.prompt_source, "vocab_size": self.spec.vocab_size,
+            "vocab_from_server": cfg.vocab_size is None and info is not None
+            and info.vocab_size is not None,
+            "tokenizer": (self.renderer.identity.get("name")
+                          if self.renderer is not None else None),
+            "ignore_eos": cfg.ignore_eos, "extra": cfg.extra,
+            "api_key": "set" if cfg.api_key else None,
+        }
+
+    def _prompt_fields(self) -> dict[str, Any]:
+        """summary.json's ``prompts`` entry."""
+        return {"history_missing": self.producer.builder.history_missing,
+                "text_exact_by_construction": self.renderer.exact if self.renderer else None,
+                "text_corrected": self.renderer.corrected if self.renderer else 0}
+
     def _finish(self, info: client.ServerInfo | None,
                 crash: BaseException | None) -> dict[str, Any]:
-        cfg = self.cfg
-        path = self.out / REQUESTS
-        table = pq.read_table(path, columns=[c for c in metrics.SCALAR_COLUMNS])
-        summary: dict[str, Any] = {
-            "format": "llmtraces.replay-summary", "version": 2,  # 2: latencies in ms
-            "started_at": _dt.datetime.fromtimestamp(self.t0_unix, _dt.UTC)
-            .isoformat().replace("+00:00", "Z"),
-            "stop_reason": "crashed" if crash is not None else (self.stop_reason or
-                                                                "completed"),
-            "crash": f"{type(crash).__name__}: {crash}" if crash is not None else None,
-            "trace": {k: self.schedule.meta.get(k) for k in (
-                "source", "trace", "native_file", "native_sha256", "rows", "time_origin",
-                "transforms") if k in self.schedule.meta},
-            "server": {
-                "endpoint": self.url, "api": self.api, "model": self.spec.model,
-                "stream": cfg.stream, "prompt_format": self.spec.prompt_format,
-                "prompt_source": cfg.prompt_source, "vocab_size": self.spec.vocab_size,
-                "vocab_from_server": cfg.vocab_size is None and info is not None
-                and info.vocab_size is not None,
-                "tokenizer": (self.renderer.identity.get("name")
-                              if self.renderer is not None else None),
-                "ignore_eos": cfg.ignore_eos, "extra": cfg.extra,
-                "api_key": "set" if cfg.api_key else None,
-            },
-            "options": {"timing": cfg.timing.as_dict(), "max_concurrency": cfg.max_concurrency,
-                        "timeout_s": cfg.timeout_s, "seed": cfg.seed,
-                        "default_output_tokens": cfg.default_output_tokens,
-                        "percentiles": cfg.percentiles, "window_s": cfg.window_s,
-                        "slo_ms": cfg.slo.as_dict() if cfg.slo else None},
-            "prompts": {"history_missing": self.producer.builder.history_missing,
-                        "text_exact_by_construction": (self.renderer.exact
-                                                       if self.renderer else None),
-                        "text_corrected": self.renderer.corrected if self.renderer else 0},
-            "metrics": metrics.summarize(path, percentiles=cfg.percentiles, slo=cfg.slo),
-            "fidelity": metrics.fidelity(table, cfg.percentiles),
-        }
-        ts = metrics.timeseries(table, cfg.window_s, percentiles=cfg.percentiles, slo=cfg.slo)
-        with atomic_path(self.out / TIMESERIES) as tmp:
-            pq.write_table(ts, tmp)
-        with atomic_path(self.out / SUMMARY) as tmp:
-            tmp.write_text(json.dumps(summary, indent=1, default=str) + "\n")
-        return summary
+        return write_outputs(
+            self.out, self.cfg, t0_unix=self.t0_unix,
+            stop_reason="crashed" if crash is not None else (self.stop_reason or "completed"),
+            crash=f"{type(crash).__name__}: {crash}" if crash is not None else None,
+            meta=self.schedule.meta, server=self._server_fields(info),
+            prompts=self._prompt_fields())
+
+    def _outcome(self, info: client.ServerInfo | None,
+                 crash: BaseException | None) -> dict[str, Any]:
+        """A worker's result: what the run needs for its summary, and this worker's own
+        dispatch fidelity (from the parts it wrote)."""
+        assert self.recorder is not None and self.part is not None
+        paths = self.recorder.part_paths()
+        cols = ["scheduled_s", "ready_s", "sent_s", "queue_s", "lateness_s"]
+        table = pa.concat_tables([pq.read_table(p, columns=cols) for p in paths]) if paths \
+            else pa.table({c: pa.array([], pa.float64()) for c in cols})
+        return {"worker": self.part[0], "stop_reason": self.stop_reason or "completed",
+                "crash": f"{type(crash).__name__}: {crash}" if crash is not None else None,
+                "t0_unix": self.t0_unix, "rows": self.recorder.rows, "sent": self.sent,
+                "failed": self.failed, "parts": [p.name for p in paths],
+                "cpu_s": time.process_time() - self.cpu0,
+                "server": self._server_fields(info), "prompts": self._prompt_fields(),
+                "fidelity": metrics.fidelity(table, self.cfg.percentiles)}
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

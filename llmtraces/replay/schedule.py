@@ -11,7 +11,8 @@ from :func:`~llmtraces.transforms.synthesize` of the trace's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -219,3 +220,22 @@ class Schedule:
             if self._cut(due):
                 return
             yield Scheduled(due, req)
+
+
+def worker_of(req: Request, workers: int) -> int:
+    """The worker (0 .. ``workers`` - 1) that sends ``req``: a session's turns all go to one
+    worker (CRC-32 of its ``session_id``, so that its history is built there); a request
+    without a session goes by ``request_id``, round robin. The same on every host."""
+    if workers <= 1:
+        return 0
+    if req.session_id is not None:
+        return zlib.crc32(req.session_id.encode("utf-8", "surrogatepass")) % workers
+    return req.request_id % workers
+
+
+def share(schedule: Iterable[Scheduled], index: int, workers: int) -> Iterator[Scheduled]:
+    """Worker ``index``'s part of ``schedule`` (:func:`worker_of`), due times unchanged: every
+    worker reads the whole schedule, so synthetic arrivals are drawn identically."""
+    for s in schedule:
+        if worker_of(s.request, workers) == index:
+            yield s

@@ -106,7 +106,8 @@ class LlamaCppServer:
     def __init__(self, model: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, threads: int | None = None, http_threads: int | None = None,
                  ctx: int = 8192, parallel: int = 4, api_key: str | None = None,
-                 prompt_cache: bool = True, verbosity: int = 0) -> None:
+                 prompt_cache: bool = True, verbosity: int = 0, metrics: bool = False,
+                 slot_save_path: str | os.PathLike[str] | None = None) -> None:
         if parallel < 1 or ctx < parallel:
             raise LlamaCppError(f"need parallel >= 1 and ctx >= parallel (got ctx={ctx}, "
                                 f"parallel={parallel})")
@@ -118,6 +119,8 @@ class LlamaCppServer:
         self.http_threads = http_threads if http_threads is not None else max(32, 4 * parallel)
         self.ctx, self.parallel = ctx, parallel
         self.api_key, self.prompt_cache, self.verbosity = api_key, prompt_cache, verbosity
+        #: GET /metrics (Prometheus); a slot-save folder enables POST /slots/{id}?action=erase.
+        self.metrics, self.slot_save_path = metrics, slot_save_path
         self._server: Any = None
         self.url = ""
 
@@ -133,6 +136,9 @@ class LlamaCppServer:
         p.n_threads_http = self.http_threads
         p.cache_prompt = self.prompt_cache
         p.verbosity = self.verbosity
+        p.endpoint_metrics = self.metrics
+        if self.slot_save_path is not None:
+            p.slot_save_path = str(self.slot_save_path)
         if self.threads is not None:
             p.cpuparams.n_threads = self.threads
             p.cpuparams_batch.n_threads = self.threads

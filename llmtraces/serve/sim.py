@@ -1,7 +1,9 @@
 """``serve-sim``: a simulated OpenAI-compatible LLM server with a documented performance model.
 
 Endpoints: ``POST /v1/completions``, ``POST /v1/chat/completions`` (streaming SSE or one JSON
-body), ``GET /v1/models``, ``GET /health`` and ``GET /sim/stats`` (the scheduler's counters).
+body), ``GET /v1/models``, ``GET /health``, ``GET /sim/stats`` (the scheduler's counters), and
+for benchmarks ``GET /metrics`` (Prometheus text under vLLM's names), ``GET /version`` and
+``POST /reset_prefix_cache`` (empties the prefix cache, answers ``{"success": true}``).
 No model runs: this HTTP layer parses each request (:mod:`llmtraces.serve.sim_request`) and
 schedules it through the simulated continuous-batching engine of
 :mod:`llmtraces.serve.sim_engine` (slots, KV reservations, the queue, prefix reuse; the model
@@ -31,6 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .._version import __version__
 from ._simconfig import FAULTS, SimConfig
 from .sim_engine import Engine, FaultDraw, Seq, make_seq
 from .sim_request import RequestParser, SimError, SimRequest
@@ -95,6 +98,9 @@ class SimServer:
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/sim/stats", self._stats)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/version", self._version)
+        app.router.add_post("/reset_prefix_cache", self._reset_prefix_cache)
         self._runner = web.AppRunner(
             app, shutdown_timeout=1.0, handle_signals=False,
             access_log=web.access_logger if self._access_log else None)
@@ -211,6 +217,20 @@ class SimServer:
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self._snapshot_now())
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        assert self._engine is not None
+        return web.Response(text=self._engine.metrics_text(self.config.model),
+                            content_type="text/plain", charset="utf-8",
+                            headers={"X-Prometheus-Format": "0.0.4"})
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": __version__, "engine": "serve-sim"})
+
+    async def _reset_prefix_cache(self, request: web.Request) -> web.Response:
+        assert self._engine is not None
+        return web.json_response({"success": True,
+                                  "blocks_dropped": self._engine.reset_prefix_cache()})
 
     async def _models(self, request: web.Request) -> web.Response:
         try:

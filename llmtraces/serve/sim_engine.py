@@ -179,7 +179,7 @@ class Engine:
             "rejected_too_long": 0, "bad_requests": 0, "unauthorized": 0,
             "faults": dict.fromkeys(FAULTS, 0), "prompt_tokens": 0, "cached_tokens": 0,
             "completion_tokens": 0, "iterations": 0, "peak_running": 0, "peak_waiting": 0,
-            "peak_kv_used": 0}
+            "peak_kv_used": 0, "prefix_cache_resets": 0}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -281,6 +281,42 @@ class Engine:
             self.cache.move_to_end(h)
         while len(self.cache) > self.cache_blocks:
             self.cache.popitem(last=False)
+
+    def reset_prefix_cache(self) -> int:
+        """Empty the prefix-cache LRU (sequences already admitted keep their hits); return the
+        blocks dropped."""
+        dropped = len(self.cache)
+        self.cache.clear()
+        self.stats["prefix_cache_resets"] += 1
+        return dropped
+
+    def metrics_text(self, model: str) -> str:
+        """The scheduler's state in Prometheus text format, under vLLM's metric names (so a
+        tool reading vLLM reads serve-sim): requests running and waiting, KV-cache usage in
+        [0, 1], and token and request counters."""
+        label = '{model_name="' + model.replace("\\", "\\\\").replace('"', '\\"') + '"}'
+        rows = [
+            ("vllm:num_requests_running", "gauge", "Requests in a batch slot.",
+             len(self.running)),
+            ("vllm:num_requests_waiting", "gauge", "Requests waiting for admission.",
+             len(self.waiting)),
+            ("vllm:kv_cache_usage_perc", "gauge", "KV reserved / KV capacity (1 = full).",
+             self.kv_used / self.cfg.kv_tokens),
+            ("vllm:prompt_tokens_total", "counter", "Prompt tokens of admitted requests.",
+             self.stats["prompt_tokens"]),
+            ("vllm:generation_tokens_total", "counter", "Output tokens produced.",
+             self.stats["completion_tokens"]),
+            ("vllm:prefix_cache_hits_total", "counter", "Prompt tokens found in the cache.",
+             self.stats["cached_tokens"]),
+            ("vllm:request_success_total", "counter", "Requests that ended normally.",
+             self.stats["completed"]),
+        ]
+        out = []
+        for name, kind, doc, value in rows:
+            family = name.removesuffix("_total") if kind == "counter" else name
+            out += [f"# HELP {family} {doc}", f"# TYPE {family} {kind}",
+                    f"{name}{label} {float(value)!r}"]
+        return "\n".join(out) + "\n"
 
     def plan(self) -> Iteration | None:
         """Free ended sequences, admit from the queue and plan the next iteration (prefill

@@ -24,9 +24,10 @@ from .modeled import GammaWindow, TraceModel
 from .ops import filter, head, mean_rate, rate_scale, rebase, time_scale, window
 from .pipeline import Plan
 from .sampling import sample
+from .servegen_read import read_servegen
 from .synthesis import synthesize
 
 __all__ = ["EmptyResultWarning", "GammaWindow", "Plan", "ReplayableStream", "TraceLike",
            "TraceModel", "TraceView", "TransformError", "filter", "fit", "head", "mean_rate",
-           "merge", "open_trace", "rate_scale", "rebase", "replayable", "sample", "synthesize",
-           "time_scale", "to_table", "window"]
+           "merge", "open_trace", "rate_scale", "read_servegen", "rebase", "replayable", "sample",
+           "synthesize", "time_scale", "to_table", "window"]

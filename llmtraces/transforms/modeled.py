@@ -5,6 +5,8 @@ As the BurstGPT paper (§3, §4.2-4.3) models a trace: inter-arrival times follo
 distribution whose shape α and rate β are fitted per window (20 minutes by default), request
 lengths follow a Zipf distribution, and response lengths follow their empirical distribution
 given the request length. :class:`TraceModel` holds such a fit and round-trips through JSON.
+A model may instead carry a ServeGen workload description (``servegen``, see
+:mod:`~llmtraces.transforms.servegen_model`): per-window rates, arrival laws and length PMFs.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..atomic import atomic_path
 from ..errors import InvalidTraceError
+from .servegen_model import ServeGenWorkload
 
 #: Response-length bins per doubling of the request length.
 BINS_PER_OCTAVE = 4
@@ -108,28 +111,54 @@ class TraceModel(_Model):
     model: str | None = Field(None, description="The trace's only model, if it has one.")
     service: str | None = Field(None, description="The trace's only service, if it has one.")
     windows: list[GammaWindow]
-    request_lengths: ZipfLengths
-    response_lengths: ResponseLengths
+    request_lengths: ZipfLengths | None = Field(default=None, description="Null only in a ServeGen "
+                                                "model.")
+    response_lengths: ResponseLengths | None = Field(default=None, description="Null only in a "
+                                                     "ServeGen model.")
     fitted_from: dict[str, Any] = Field(default_factory=dict)
+    servegen: ServeGenWorkload | None = Field(
+        default=None, description="A ServeGen workload description, which then replaces `windows` "
+        "(empty) and the length fits (null).")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TraceModel:
+        fitted = self.request_lengths is not None and self.response_lengths is not None
+        if (self.servegen is None) != fitted:
+            raise ValueError("a trace model has either request_lengths and response_lengths "
+                             "(a fit) or servegen (a ServeGen workload), not both or neither")
+        return self
+
+    def _rates(self) -> list[float]:
+        """Each window's expected requests per second."""
+        if self.servegen is not None:
+            return self.servegen.rates()
+        return [w.rate(self.window_s) for w in self.windows]
+
+    def _starts(self) -> list[float]:
+        """Each window's start, seconds after the first window's."""
+        if self.servegen is not None:
+            first = self.servegen.windows[0].start_s if self.servegen.windows else 0.0
+            return [w.start_s - first for w in self.servegen.windows]
+        return [w.start_s for w in self.windows]
 
     @property
     def mean_rps(self) -> float:
         """Expected rate over the fitted span: the windows' rates weighted by how much of
         each the span covers (the last window is usually partial)."""
         total = weight = 0.0
-        for w in self.windows:
-            part = min(self.window_s, max(self.span_s - w.start_s, 0.0))
-            total += w.rate(self.window_s) * part
+        rates = self._rates()
+        for start, rate in zip(self._starts(), rates, strict=True):
+            part = min(self.window_s, max(self.span_s - start, 0.0))
+            total += rate * part
             weight += part
         if not weight:  # a span of 0 s: every window counts the same
-            rates = [w.rate(self.window_s) for w in self.windows]
             return sum(rates) / len(rates) if rates else 0.0
         return total / weight
 
     def rate_over(self, duration_s: float) -> float:
         """Expected rate of a trace of ``duration_s`` seconds drawn from the model: the rates
         of the windows it covers (repeating past the last), weighted by the time in each."""
-        rates = [w.rate(self.window_s) for w in self.windows]
+        rates = self._rates()
         if not rates or not duration_s > 0:
             return 0.0
         whole, rest = divmod(duration_s, self.window_s)
@@ -170,6 +199,12 @@ def length_bin(tokens: int) -> int:
 def model_summary(model: TraceModel) -> dict[str, Any]:
     """A few headline numbers of a model, for the CLI."""
     fitted = [w for w in model.windows if w.alpha is not None]
+    if model.servegen is not None:
+        sg = model.servegen
+        return {"category": sg.category, "windows": len(sg.windows),
+                "active_windows": sum(1 for w in sg.windows if w.law is not None),
+                "length_windows": len(sg.lengths), "mean_rps": round(model.mean_rps, 6)}
+    assert model.request_lengths is not None and model.response_lengths is not None
     return {
         "windows": len(model.windows), "fitted_windows": len(fitted),
         "mean_rps": round(model.mean_rps, 6),

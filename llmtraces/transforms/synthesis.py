@@ -1,7 +1,8 @@
 """Synthesize a trace from a BurstGPT trace model: :func:`synthesize`.
 
 Arrivals are a renewal process whose gaps follow each window's Gamma fit; input lengths come
-from the Zipf fit and output lengths from the percentiles of the input length's bin. Only
+from the Zipf fit and output lengths from the percentiles of the input length's bin. A model
+holding a ServeGen workload is drawn by :mod:`~llmtraces.transforms.servegen_synth`. Only
 :meth:`random.Random.random` is drawn from (:class:`~llmtraces.transforms._math.Sampler`), so a
 model and a seed give the same trace, byte for byte, on every machine.
 """
@@ -21,6 +22,7 @@ from ..schema import SCHEMA_VERSION, make_batch
 from ._math import Sampler, zipf_cdf
 from ._stream import arange
 from .modeled import TraceModel, length_bin
+from .servegen_synth import servegen_batches, window_targets
 
 
 def synthesize(model: TraceModel, rps: float | None = None, duration_s: float | None = None,
@@ -37,6 +39,10 @@ def synthesize(model: TraceModel, rps: float | None = None, duration_s: float | 
     come from the Zipf fit, output lengths from the percentiles of the input length's bin (the
     nearest bin with data where it has none). Every row is a successful request
     (``failed`` false) of the model's ``model`` / ``service`` where the fitted trace had one.
+
+    A ServeGen model (``model.servegen``) gives each 600 s window round(rate x window)
+    arrivals spread by its Gamma or Weibull law, and lengths from the window's PMFs; the
+    metadata's ``window_targets`` lists each window's rate, CV and law.
 
     Only :meth:`random.Random.random` is drawn from, whose sequence Python keeps stable, so
     the same model and seed give the same trace, byte for byte, on every machine.
@@ -88,23 +94,35 @@ def synthesize(model: TraceModel, rps: float | None = None, duration_s: float | 
         "transforms": [{"op": "synthesize", "model_sha256": digest, "rps": rps,
                         "duration_s": duration, "seed": seed, "rate_factor": factor}],
     }
+    if model.servegen is not None:
+        meta["window_targets"] = window_targets(model.servegen, factor, duration)
 
     def read() -> Iterator[pa.RecordBatch]:
         rows = 0
-        for batch in _generate(model, factor, duration, seed):
+        for batch in _batches(model, factor, duration, seed):
             rows += batch.num_rows
             yield batch
         meta["rows"] = rows
 
     def reopen(columns: Any) -> Iterator[pa.RecordBatch]:
-        for batch in _generate(model, factor, duration, seed):
+        for batch in _batches(model, factor, duration, seed):
             yield batch.select([c for c in batch.schema.names if c in set(columns)])
 
     return TraceView(meta, read, reopen=reopen)
 
 
+def _batches(model: TraceModel, factor: float, duration: float, seed: int
+             ) -> Iterator[pa.RecordBatch]:
+    """The model's batches: a ServeGen workload's, or a fit's."""
+    if model.servegen is not None:
+        return servegen_batches(model.servegen, factor, duration, seed, model.model,
+                                model.service)
+    return _generate(model, factor, duration, seed)
+
+
 def _generate(model: TraceModel, factor: float, duration: float, seed: int
               ) -> Iterator[pa.RecordBatch]:
+    assert model.request_lengths is not None and model.response_lengths is not None
     times = Sampler(f"llmtraces:{seed}:arrivals")
     draws = Sampler(f"llmtraces:{seed}:lengths")
     win = model.window_s

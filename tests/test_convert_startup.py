@@ -1,0 +1,48 @@
+"""``llmtraces convert FILE`` keeps pyarrow from importing pandas (start-up cost), and the
+output is the one the library writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from llmtraces.pipeline.convert import convert_file
+
+FIXTURE = Path(__file__).parent / "fixtures" / "burstgpt" / "head_3.csv"
+
+_PROBE = """
+import json, sys
+from llmtraces.cli import main
+code = None
+try:
+    main(sys.argv[2:], prog_name="llmtraces")
+except SystemExit as exc:
+    code = exc.code
+before = "pandas" in sys.modules
+import pyarrow as pa
+probe = pa.table({"a": [1]}).to_pandas()  # pandas still loads when asked for
+with open(sys.argv[1], "w", encoding="utf-8") as fh:
+    json.dump({"code": code, "before": before, "frame": type(probe).__name__}, fh)
+"""
+
+
+def test_convert_does_not_import_pandas(tmp_path: Path):
+    pytest.importorskip("pandas")
+    out, dest = tmp_path / "probe.json", tmp_path / "cli.parquet"
+    env = {**os.environ, "LLMTRACES_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-c", _PROBE, str(out), "convert", str(FIXTURE),
+                           "-o", str(dest), "-q"], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["code"] in (0, None), done.stderr
+    assert result["before"] is False  # pandas was not imported by the command
+    assert result["frame"] == "DataFrame"
+    lib = tmp_path / "lib.parquet"
+    convert_file(FIXTURE, lib)
+    assert pq.read_table(dest).equals(pq.read_table(lib))
