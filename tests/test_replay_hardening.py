@@ -433,3 +433,45 @@ def test_a_failed_start_creates_no_folder(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ReplayError, match="a file is there"):
         replay(tiny_trace(), tmp_path / "file", cfg(url))
+
+
+# --- kept-alive connections the server closed ----------------------------------------------
+
+ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s")
+BODY = json.dumps({"choices": [{"text": "ab", "finish_reason": "length"}],
+                   "usage": {"prompt_tokens": 1, "completion_tokens": 2}}).encode()
+
+
+async def _one_answer_per_connection(reader: asyncio.StreamReader,
+                                     writer: asyncio.StreamWriter, served: list[int]) -> None:
+    """Answer the first request of a connection and keep it open without saying otherwise;
+    close it, unanswered, when a second request comes on it (a server that dropped a
+    kept-alive connection, as llama.cpp's does after some streamed answers)."""
+    for n in range(2):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        await reader.readexactly(length)
+        if n == 1:
+            break
+        served.append(1)
+        writer.write(ANSWER % (len(BODY), BODY))
+        await writer.drain()
+    writer.close()
+
+
+def test_a_dropped_kept_alive_connection_is_retried_once():
+    async def run() -> tuple[list[str | None], int]:
+        served: list[int] = []
+        server = await asyncio.start_server(
+            lambda r, w: _one_answer_per_connection(r, w, served), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, client.aiohttp.ClientSession() as session:
+            outs = [await client.send(session, f"http://127.0.0.1:{port}/v1/completions",
+                                      b'{"prompt": "x"}', stream=False,
+                                      headers={"Content-Type": "application/json"},
+                                      timeout=5) for _ in range(5)]
+        return [o.error for o in outs], len(served)
+
+    errors, served = asyncio.run(run())
+    assert errors == [None] * 5 and served == 5

@@ -24,6 +24,10 @@ from .errors import ReplayError
 DETAIL_CHARS = 200
 
 
+#: Pause before the one retry of a request that got no answer on a reused connection.
+RETRY_PAUSE_S = 0.005
+
+
 @dataclass
 class Outcome:
     """What happened to one request."""
@@ -236,7 +240,8 @@ def classify(exc: BaseException, started: bool) -> tuple[str, str]:
     if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
         return "connection_reset", detail
     if isinstance(exc, aiohttp.ClientOSError):
-        if exc.errno in (errno.ECONNRESET, errno.EPIPE):
+        # errno None: aiohttp's "Can not write request body", a connection closed under us
+        if exc.errno in (errno.ECONNRESET, errno.EPIPE, None):
             return "connection_reset", detail
         if exc.errno == errno.ECONNREFUSED:
             return "connection_refused", detail
@@ -252,26 +257,36 @@ async def send(session: aiohttp.ClientSession, url: str, body: bytes, *, stream:
     """POST ``body`` to ``url`` and read the answer into ``out`` (a new one by default);
     never raises for a failed request. Cancelled, it records ``cancelled`` and re-raises."""
     out = Outcome() if out is None else out
-    started = False
     tmo = aiohttp.ClientTimeout(total=timeout)
     out.sent = time.perf_counter()
-    try:
-        async with session.post(url, data=body, headers=headers, timeout=tmo) as resp:
-            started = True
-            out.status = resp.status
-            if resp.status != 200:
-                raw = await resp.content.read(64 * 1024)
-                out.fail(f"http_{resp.status}", _body_error(resp.status, raw))
-            elif stream and resp.content_type == "text/event-stream":
-                await _read_sse(resp, out)
-            else:
-                _whole(out, await resp.read())
-    except asyncio.CancelledError:
-        out.fail("cancelled", "still in flight when the run stopped")
-        out.end = time.perf_counter()
-        raise
-    except Exception as exc:  # every failure is recorded, the run goes on
-        out.fail(*classify(exc, started))
+    for attempt in range(2):
+        started = False
+        try:
+            async with session.post(url, data=body, headers=headers, timeout=tmo) as resp:
+                started = True
+                out.status = resp.status
+                if resp.status != 200:
+                    raw = await resp.content.read(64 * 1024)
+                    out.fail(f"http_{resp.status}", _body_error(resp.status, raw))
+                elif stream and resp.content_type == "text/event-stream":
+                    await _read_sse(resp, out)
+                else:
+                    _whole(out, await resp.read())
+        except asyncio.CancelledError:
+            out.fail("cancelled", "still in flight when the run stopped")
+            out.end = time.perf_counter()
+            raise
+        except Exception as exc:  # every failure is recorded, the run goes on
+            error, detail = classify(exc, started)
+            if attempt == 0 and error == "connection_reset":
+                # No answer at all: most often a kept-alive connection the server had closed
+                # (llama.cpp's server closes one after some streamed answers without saying
+                # so), which HTTP clients retry once; a short pause lets the loop see the
+                # other closed connections first, so the retry takes a live or fresh one.
+                await asyncio.sleep(RETRY_PAUSE_S)
+                continue
+            out.fail(error, detail)
+        break
     out.end = time.perf_counter()
     return out
 

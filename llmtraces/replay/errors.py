@@ -14,7 +14,9 @@ class ReplayError(LLMTracesError):
 ERROR_CLASSES = {
     "timeout": "no complete answer within --timeout seconds",
     "connection_refused": "nothing listened at the endpoint (ECONNREFUSED)",
-    "connection_reset": "the connection was reset or closed before any response",
+    "connection_reset": "the connection was reset or closed before any response, twice (the "
+                        "first time is retried at once: a kept-alive connection the server "
+                        "had closed)",
     "connect_error": "another failure to connect (DNS, unreachable network)",
     "stream_cut": "the response started but ended early: no [DONE], an incomplete body or a "
                   "reset mid-stream",
