@@ -46,6 +46,11 @@ class Settings:
     #: Longest wait a ``Retry-After`` header may ask for (``$LLMTRACES_DL_MAX_WAIT``).
     max_wait_s: float = 60.0
 
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before try ``attempt + 1``: doubling from ``backoff_s``, at most
+        60 s (urllib3's ``backoff_max`` for the retried statuses)."""
+        return float(min(self.backoff_s * 2 ** (attempt - 1), 60.0))
+
     @classmethod
     def from_env(cls) -> Settings:
         """The settings from ``$LLMTRACES_DL_*``; a bad value is one line naming it."""
@@ -268,5 +273,5 @@ def download_http(url: str, part: Path, entry: FileEntry, settings: Settings, sh
                 got = part.stat().st_size if part.exists() else 0
                 log(f"{entry.name}: connection lost at {got:,} bytes; resuming "
                     f"(try {attempt + 1}/{settings.tries})")
-                time.sleep(min(settings.backoff_s * 2 ** (attempt - 1), 60))
+                time.sleep(settings.backoff(attempt))
     raise DownloadError("no bytes received")

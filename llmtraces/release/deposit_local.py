@@ -6,7 +6,6 @@ the same draft.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tarfile
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import zstandard
 
 from ..atomic import atomic_path
 from ..errors import LLMTracesError
+from ..fetching.checksums import compute
 from ..registry import name_problem
 
 #: Zenodo's limits for one record (help.zenodo.org; raised only on request).
@@ -29,7 +29,6 @@ METADATA_NAMES = (".zenodo.json", "zenodo.json")
 #: Fields Zenodo's deposit API requires (``publication_date`` defaults to the publish day).
 REQUIRED = ("upload_type", "title", "creators", "description")
 STATE_VERSION = 1
-_CHUNK = 1 << 20
 
 
 class DepositInputError(LLMTracesError):
@@ -47,12 +46,8 @@ class LocalFile:
 
 
 def file_md5(path: Path) -> str:
-    """The md5 hex digest of ``path``, read in 1 MiB chunks (memory stays bounded)."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The md5 hex digest of ``path``, read in chunks (the fetch stack's checksums)."""
+    return compute(path, ("md5",))["md5"]
 
 
 def read_md5sums(folder: Path) -> dict[str, str]:

@@ -3,27 +3,19 @@ file, ``<hex>  <name>``, sorted by name, covering every file of the folder but t
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..fetching.checksums import compute
 from .deposit_local import STATE_NAME
 from .errors import ReleaseError
 from .layout import MD5SUMS, SHA256SUMS, SUM_FILES, write_text
 
-_CHUNK = 1 << 20
-
 
 def file_hashes(path: Path) -> tuple[int, str, str]:
-    """Size, sha256 and md5 of a file, read once in 1 MiB chunks."""
-    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            sha.update(chunk)
-            md5.update(chunk)
-            size += len(chunk)
-    return size, sha.hexdigest(), md5.hexdigest()
+    """Size, sha256 and md5 of a file, read once (the fetch stack's checksums)."""
+    digests = compute(path, ("sha256", "md5"))
+    return path.stat().st_size, digests["sha256"], digests["md5"]
 
 
 def listed_files(folder: Path) -> list[str]:

@@ -73,11 +73,6 @@ def token_from_env(base: str) -> str:
     return token
 
 
-def backoff(settings: Settings, attempt: int) -> float:
-    """Seconds to wait before try ``attempt + 1``: doubling from ``$LLMTRACES_DL_BACKOFF``."""
-    return float(min(settings.backoff_s * 2 ** (attempt - 1), 60.0))
-
-
 def rate_limit_wait(headers: Any, now: float, settings: Settings, attempt: int
                     ) -> tuple[float, str]:
     """How long a 429 asks to wait, and which header said so: ``Retry-After`` (seconds or an
@@ -93,7 +88,7 @@ def rate_limit_wait(headers: Any, now: float, settings: Settings, attempt: int
     if reset is not None:
         with contextlib.suppress(ValueError):  # not a number: back off instead
             return max(float(reset) - now, 0.0), "X-RateLimit-Reset"
-    return backoff(settings, attempt), "no reset header; backing off"
+    return settings.backoff(attempt), "no reset header; backing off"
 
 
 class BearerAuth(requests.auth.AuthBase):
@@ -225,7 +220,7 @@ class ZenodoClient:
                 if attempt == tries or not (idempotent or unsent):
                     raise self.fail(f"{what}: {reason} (after {attempt} "
                                     f"tr{'y' if attempt == 1 else 'ies'})") from None
-                wait = backoff(self.settings, attempt)
+                wait = self.settings.backoff(attempt)
                 self.log(f"{what}: {reason}; sending again from the start in {wait:g} s "
                          f"(try {attempt + 1}/{tries})")
                 time.sleep(wait)
@@ -259,7 +254,7 @@ class ZenodoClient:
             self.log(f"{what}: HTTP 429 (rate limited): waiting {wait:.1f} s ({why}{capped}), "
                      f"then try {attempt + 1}/{tries}")
         else:
-            wait = backoff(self.settings, attempt)
+            wait = self.settings.backoff(attempt)
             self.log(f"{what}: HTTP {code}{detail}; trying again in {wait:g} s "
                      f"(try {attempt + 1}/{tries})")
         time.sleep(wait)

@@ -11,7 +11,6 @@ read by a strict number pattern, never evaluated.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidTraceError, NoSuchFileError
+from ..fetching.checksums import compute
 from ..report import Report
 from ..text import one_line
 from ..text.limits import max_line_bytes, require_regular_file
@@ -254,14 +254,6 @@ def read_dataset_json(path: Path, starts: set[float], out: Problems
     return category or "language", windows
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_servegen(trace_csv: Path | str, *, provenance: dict[str, Any] | None = None,
                   model: str | None = None) -> TraceModel:
     """The :class:`TraceModel` of one ServeGen client: ``trace_csv`` (``chunk-N-trace.csv``)
@@ -293,8 +285,8 @@ def read_servegen(trace_csv: Path | str, *, provenance: dict[str, Any] | None = 
         model = parent.name
     fitted_from: dict[str, Any] = {
         "source": None, "trace": path.name[: -len("-trace.csv")], "format": "servegen",
-        "native_file": path.name, "native_sha256": _sha256(path),
-        "dataset_file": dataset.name, "dataset_sha256": _sha256(dataset),
+        "native_file": path.name, "native_sha256": compute(path)["sha256"],
+        "dataset_file": dataset.name, "dataset_sha256": compute(dataset)["sha256"],
         "category": category, "licence": LICENCE, "citation": CITATION,
     }
     fitted_from.update(provenance or {})
