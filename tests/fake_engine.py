@@ -6,7 +6,8 @@ minimal streaming ``/v1/completions``; and the failure modes a launcher must sur
     python tests/fake_engine.py [serve MODEL] --port P [--mode MODE] [--delay S]
         [--pid-file F] [--marker F] [--reset ok|fail|missing]
 
-Modes: ``ok``; ``slow-start`` (binds after ``--delay`` s); ``never-ready`` (``/health`` 503);
+Modes: ``ok``; ``wrong-model`` (``/v1/models`` lists another model than MODEL);
+``slow-start`` (binds after ``--delay`` s); ``never-ready`` (``/health`` 503);
 ``crash`` (logs a traceback, exits 3); ``ignore-sigterm``; ``fork-children`` (starts a child
 that ignores SIGTERM and writes its pid to ``--pid-file``); ``held-port`` (the first launch,
 while ``--marker`` does not exist, fails as uvicorn does when the port is taken). Unknown
@@ -36,7 +37,10 @@ def main() -> int:
     ap.add_argument("--pid-file", default=None)
     ap.add_argument("--marker", default=None)
     ap.add_argument("--reset", default="ok")
+    ap.add_argument("--served-model-name", default=None)
     args, rest = ap.parse_known_args()
+    # ``serve MODEL`` (vllm) or ``--model-path MODEL`` (sglang): the model it serves
+    served = rest[rest.index("serve") + 1] if "serve" in rest[:-1] else "fake-model"
     print(f"fake engine: mode {args.mode}, port {args.port}, other args {rest}", flush=True)
     if args.mode == "crash":
         print("INFO loading weights", flush=True)
@@ -66,7 +70,9 @@ def main() -> int:
         return web.Response(status=503 if args.mode == "never-ready" else 200)
 
     async def models(request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "fake-model"}]})
+        listed = "another-model" if args.mode == "wrong-model" else \
+            args.served_model_name or served
+        return web.json_response({"object": "list", "data": [{"id": listed}]})
 
     async def version(request: web.Request) -> web.Response:
         return web.json_response({"version": "0.0.fake"})

@@ -78,6 +78,10 @@ def test_command_lines_bind_loopback_on_the_chosen_port() -> None:
     assert sg[sg.index("--model-path") + 1] == "m" and "--enable-metrics" in sg
     lc = make_engine("llamacpp").argv()
     assert "serve-llamacpp" in lc and "--metrics" in lc and "--slot-save-path" in lc
+    # no host-memory prompt cache unless asked for: a slot erase is then a whole reset
+    assert lc[lc.index("--cache-ram") + 1] == "0"
+    own = make_engine("llamacpp", engine_args=["--cache-ram=512"])
+    assert "--cache-ram" not in own.argv() and own.host_cache
     sim = make_engine("sim", model="x", engine_args=["--decode-tps", "5"]).argv()
     assert sim[sim.index("serve-sim") + 1:sim.index("serve-sim") + 3] == ["--host", "127.0.0.1"]
     assert make_engine("url", endpoint="http://127.0.0.1:9/v1").argv() == []
@@ -117,6 +121,18 @@ def test_missing_executable_names_the_install(tmp_path: Path) -> None:
 
 
 # --- lifecycle against the fake engine ----------------------------------------------------------
+
+def test_vllm_is_ready_only_once_it_lists_the_model(tmp_path: Path) -> None:
+    """Another server's /v1/models (another model) is never taken for the one launched."""
+    with pytest.raises(EngineError, match=r"lists \['another-model'\], not 'fake-model'"):
+        fake("vllm", "--mode", "wrong-model", timeout=1.0).start(tmp_path / "a")
+    eng = fake("vllm", "--served-model-name", "short")
+    eng.start(tmp_path / "b")
+    try:
+        assert eng.versions()["model"] == "short"
+    finally:
+        eng.stop()
+
 
 def test_start_ready_versions_reset_idle_stop(tmp_path: Path) -> None:
     eng = fake()
@@ -286,6 +302,7 @@ def test_url_engine_recognises_serve_sim_and_records_unknown_servers(tmp_path: P
         assert eng.pid is None and eng.alive() and eng.metrics_url == sim.url + "/metrics"
         assert eng.reset_prefix_cache() is None
         assert eng.versions()["engine"] == "url:sim"
+        assert eng.slots() == sim.config.batch_slots   # the saturation probe's scale
         eng.stop()
         assert eng.alive()  # the user's server keeps running
     with RecordingServer() as rec:
@@ -293,6 +310,7 @@ def test_url_engine_recognises_serve_sim_and_records_unknown_servers(tmp_path: P
         eng.start(tmp_path)
         reason = eng.reset_prefix_cache()
         assert reason is not None and reason.startswith("url: unsupported")
+        assert eng.slots() is None
         assert eng.metrics_url is None and eng.wait_idle(0.1)
 
 
@@ -315,6 +333,8 @@ def test_llamacpp_engine_erases_slots_and_reports_its_build(tmp_path: Path) -> N
     try:
         slot_dir = eng._slot_dir  # type: ignore[attr-defined]
         assert eng.reset_prefix_cache() is None
+        assert eng.probe_host_cache() is False   # launched with --cache-ram 0
+        assert eng.slots() == 2
         assert eng.load() == (0.0, 0.0)
         v = eng.versions()
         assert v["engine"] == "llamacpp" and v["engine_version"]

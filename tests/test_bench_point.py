@@ -112,7 +112,7 @@ def test_capacity_search_finds_the_models_capacity(sim: SimServer, trace: Path,
     fails well above it."""
     # serve-sim in its own process (the sim engine), so the search's client has this one
     data = spec_data(trace, sim.url, load=None,
-                     search={"precision": 0.10, "sat_concurrency": 16},
+                     search={"precision": 0.10},
                      engine=[{"id": "sim", "kind": "sim", "args": SIM_ARGS}],
                      slo={"ttft_ms": 40.0, "tpot_ms": None})
     assert run_spec(parse_spec(data, "spec"), tmp_path / "run", echo=lambda _m: None) == 0
@@ -128,6 +128,7 @@ def test_capacity_search_finds_the_models_capacity(sim: SimServer, trace: Path,
     at = cap["at_capacity"]
     assert at["goodput_rps"] == pytest.approx(lo, rel=0.15) and at["ttft_p99_ms"] <= 40
     assert [h["kind"] for h in cap["history"]][:2] == ["idle", "saturation"]
+    assert cap["history"][1]["x"] == 4 * SIM["batch_slots"]   # 4 x the slots /version says
     rows = pq.read_table(tmp_path / "run" / "results.parquet")
     assert rows.num_rows == len(cap["history"])
     # independent replays of the same stream: half the capacity meets the SLO, twice fails
@@ -138,3 +139,39 @@ def test_capacity_search_finds_the_models_capacity(sim: SimServer, trace: Path,
             timing=Timing(rps=factor * lo, duration_s=1.5)))
         share = got["metrics"]["goodput"]["share"]
         assert (share >= 0.9) == holds, (factor, share)
+
+
+def test_the_client_kept_up_unless_the_late_share_is_surely_over_the_bound() -> None:
+    """One stall among 50 requests (2 %, but at least 0.5 % at 95 % confidence) is no proof
+    the client fell behind; 3 of 50 (at least 2.4 %) or a late share over 1 % of 5,000 is."""
+    import pyarrow as pa
+
+    from llmtraces.bench.pointstats import kept_up
+
+    def table(n: int, late: int) -> pa.Table:
+        return pa.table({"lateness_s": [0.0002] * (n - late) + [0.017] * late})
+
+    assert kept_up(table(50, 0), 10.0, 0.01)[0]
+    up, p99, why = kept_up(table(50, 1), 10.0, 0.01)
+    assert up and why is None and p99 is not None
+    up, _, why = kept_up(table(50, 3), 10.0, 0.01)
+    assert not up and why is not None and "3 of 50 requests sent more than 10 ms late" in why
+    assert kept_up(table(5000, 40), 10.0, 0.01)[0]
+    assert not kept_up(table(5000, 90), 10.0, 0.01)[0]
+
+
+def test_concurrency_search_finds_the_slot_count(trace: Path, tmp_path: Path) -> None:
+    """In closed loop, up to ``batch_slots`` (4) clients never wait for a slot (TTFT: at most
+    two 20 ms iterations, at 50 tokens/s); a 5th makes every request wait for the next slot to
+    free, on average a quarter of a request's 220 ms, so a 50 ms TTFT bound holds at 4 and
+    fails at 5: the search must end exactly there, confirmed."""
+    args = list(SIM_ARGS)
+    args[args.index("--decode-tps") + 1] = "50"
+    data = spec_data(trace, "", load=None, search={"variable": "concurrency"},
+                     engine=[{"id": "sim", "kind": "sim", "args": args}],
+                     slo={"ttft_ms": 50.0, "tpot_ms": None})
+    assert run_spec(parse_spec(data, "spec"), tmp_path / "run", echo=lambda _m: None) == 0
+    cap = json.loads((tmp_path / "run" / "capacity.json").read_text())
+    assert cap["status"] == "converged" and cap["confirmed"], cap
+    assert cap["capacity"]["concurrency"] == 4 and cap["first_failing"]["concurrency"] == 5
+    assert "saturation" not in [h["kind"] for h in cap["history"]]

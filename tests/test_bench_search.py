@@ -141,6 +141,32 @@ def test_all_pass_reports_a_lower_bound() -> None:
     assert res.first_failing is None and not res.converged
 
 
+def test_saturation_probe_concurrency_follows_the_servers_slots() -> None:
+    """4 x the slots the server says it has; 256 when it says nothing; the user's wins."""
+    def probe_x(search: Search) -> float:
+        search.run()
+        return next(s.load.x for s in search.result.history if s.load.kind == "saturation")
+
+    assert probe_x(Search(curve(8.0), slots=lambda: 3)) == 12
+    assert probe_x(Search(curve(8.0), slots=lambda: None)) == 256
+    assert probe_x(Search(curve(8.0))) == 256
+    assert probe_x(Search(curve(8.0), slots=lambda: 3, sat_concurrency=5)) == 5
+
+
+def test_an_unsure_saturation_probe_is_not_measured_again() -> None:
+    """Only the probe's throughput is used, never its verdict: no longer re-measure."""
+    inner = curve(8.0)
+    seen: list[Load] = []
+
+    def measure(load: Load) -> Out:
+        seen.append(load)
+        out = inner(load)
+        return Out(UNSURE, throughput_rps=10.0) if load.kind == "saturation" else out
+
+    Search(measure).run()
+    assert [ld.longer for ld in seen if ld.kind == "saturation"] == [False]
+
+
 def test_invalid_point_stops_the_search() -> None:
     res = Search(curve(50.0, sat=10.0, invalid_above=6.0)).run()
     assert res.status == "invalid" and "could not keep up" in (res.reason or "")
@@ -151,6 +177,35 @@ def test_budget_is_respected() -> None:
     res = Search(curve(7.3), precision=0.001, max_points=5).run()
     assert res.status == "budget" and not res.converged
     assert len([s for s in res.history if s.load.kind not in ("idle", "saturation")]) == 5
+
+
+def test_time_budget_stops_before_a_point_that_would_end_past_it() -> None:
+    now = [0.0]
+
+    def timed(length: float, base: Callable[[Load], Out]) -> Callable[[Load], Out]:
+        def measure(load: Load) -> Out:
+            now[0] += length * (2 if load.longer else 1)   # each point takes `length` s
+            return base(load)
+        return measure
+
+    # 10 s points, 45 s budget: idle, saturation, 2 bracket points (40 s); a fifth would end at 50
+    res = Search(timed(10.0, curve(7.3)), precision=0.001, time_budget_s=45.0,
+                 clock=lambda: now[0]).run()
+    assert res.status == "time" and not res.converged and len(res.history) == 4
+    assert now[0] == 40.0 and "45 s" in (res.reason or "")
+    assert res.capacity is not None and res.first_failing is not None   # the bracket is kept
+    # an UNSURE point's longer re-measure counts twice: 3 points (30 s) fit in 45, its 20 s not
+    now[0] = 0.0
+    res = Search(timed(10.0, curve(5.0, unsure_near=0.5)), time_budget_s=45.0,
+                 clock=lambda: now[0]).run()
+    assert res.status == "time" and res.history[-1].outcome.verdict == UNSURE
+    assert now[0] <= 45.0
+    # a budget that fits the whole search changes nothing
+    now[0] = 0.0
+    res = Search(timed(1.0, curve(7.3)), time_budget_s=1000.0, clock=lambda: now[0]).run()
+    assert res.status == "converged"
+    with pytest.raises(ValueError, match="time_budget_s"):
+        Search(curve(1.0), time_budget_s=0.0)
 
 
 def test_failed_confirmation_moves_down() -> None:

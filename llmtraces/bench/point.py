@@ -51,6 +51,7 @@ class PointSettings:
     late_share: float = 0.01         # at most late_share of requests later than late_ms
     telemetry: str = "auto"          # auto | off | require
     interval_s: float = 0.1
+    idle_s: float = 2.0              # idle GPU power measured before the replay
     api: str = "completions"
     model: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -210,6 +211,7 @@ def run_point(engine: Any, workload: Workload, load: Load, settings: PointSettin
         timeout_s=(plan.until_s or settings.warmup_s + 4 * measure_s) + settings.drain_s + 60)
     rp = _PointReplay(workload.trace, cfg, folder, echo=lambda _msg: None)
     tel = _telemetry(engine, folder, settings)   # after the replay checked its empty folder
+    idle = _idle_window(tel, settings.idle_s)
     clock_offset = time.monotonic() - time.perf_counter()
     watcher = _Watcher(rp, until_s=plan.until_s, warmup_s=settings.warmup_s,
                        measure_s=measure_s, min_requests=min_req, drain_s=settings.drain_s)
@@ -240,7 +242,7 @@ def run_point(engine: Any, workload: Workload, load: Load, settings: PointSettin
     res.measured_from_s, res.measured_until_s = plan.from_s, until
     res.window_monotonic = [t0_mono + plan.from_s, t0_mono + until]
     _fill(res, st, settings, load)
-    res.energy = energy_fields(tel, res.window_monotonic, st, settings.telemetry)
+    res.energy = energy_fields(tel, res.window_monotonic, st, settings.telemetry, idle=idle)
     res.wall_s = time.monotonic() - wall0
     write_point(folder, res)
     if settings.cooldown_s > 0:
@@ -274,10 +276,22 @@ def _telemetry(engine: Any, folder: Path, settings: PointSettings) -> Any:
     if settings.telemetry == "off":
         return None
     from .telemetry import Telemetry  # lazy: starts a process; imports psutil/NVML on use
+    gpus = list(getattr(engine, "gpus", ()))   # NVML ignores CUDA_VISIBLE_DEVICES: same ids
     tel = Telemetry(folder, engine_pid=engine.pid, metrics_url=engine.metrics_url,
-                    interval_s=settings.interval_s, require=settings.telemetry == "require")
+                    interval_s=settings.interval_s, require=settings.telemetry == "require",
+                    gpu_indices=gpus or None)
     tel.start()
     return tel
+
+
+def _idle_window(tel: Any, idle_s: float) -> list[float] | None:
+    """With GPU telemetry, wait ``idle_s`` (the server idle, its cache reset) and return that
+    window, whose power is the point's idle power; else None at once."""
+    if tel is None or not tel.available or idle_s <= 0:
+        return None
+    t0 = time.monotonic()
+    time.sleep(idle_s)
+    return [t0, time.monotonic()]
 
 
 def _crashed(res: PointResult, engine: Any, folder: Path, why: str) -> PointResult:

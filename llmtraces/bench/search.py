@@ -4,8 +4,9 @@ Pure logic over a ``measure(load) -> outcome`` callable (a real point against an
 scripted curve in tests). Steps (docs/bench.md, "The search"):
 
 0. idle check: concurrency 1, closed loop; FAIL -> capacity 0 (the SLO is unattainable);
-1. saturation probe (rps only): closed loop at ``sat_concurrency``; its completed requests/s,
-   ``X_sat``, sets the scale;
+1. saturation probe (rps only): closed loop at ``sat_concurrency`` (by default 4 x the
+   server's slots where it says how many, else 256); its completed requests/s, ``X_sat``, sets
+   the scale;
 2. geometric bracket from ``0.5 X_sat`` (rps) or 2 (concurrency): double while PASS (capped at
    ``1.5 X_sat``), halve while FAIL (floored at ``X_sat / 64`` or 1);
 3. geometric bisection ``x = sqrt(lo hi)`` while ``hi / lo > 1 + precision`` (concurrency: also
@@ -13,7 +14,10 @@ scripted curve in tests). Steps (docs/bench.md, "The search"):
 4. one confirmation of ``lo`` (its repeat 1: another seed); a FAIL makes it ``hi`` and the
    search goes on below, at most twice;
 5. an UNSURE point is re-measured once longer and then decided by its point estimate; an
-   INVALID one (the client could not keep up) stops the search and says so.
+   INVALID one (the client could not keep up) stops the search and says so;
+6. with a time budget, a point (or a longer re-measure) that would end past it, judged by the
+   longest point so far, is not started: the search stops with status ``time`` and keeps its
+   bracket (``--quick`` sets 270 s, so a local server's search ends within 5 minutes).
 
 ``monotonic`` is false when a PASS lies at or above a FAIL (noise, a confirmation that
 disagrees, or a server that gets better under load): the result is flagged, not trusted
@@ -23,6 +27,7 @@ blindly.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -80,6 +85,7 @@ class Step:
 
     load: Load
     outcome: Any
+    seconds: float = 0.0
 
 
 @dataclass
@@ -105,8 +111,13 @@ class SearchResult:
         return None
 
 
+#: the saturation probe's concurrency when neither the user nor the server says (vLLM's
+#: infinite-rate run uses 256; GuideLLM's sweep 512)
+SAT_CONCURRENCY = 256
+
+
 class _Stop(Exception):
-    """The search cannot go on (INVALID point, budget spent)."""
+    """The search cannot go on (INVALID point, point or time budget spent)."""
 
 
 @dataclass
@@ -117,18 +128,26 @@ class Search:
     variable: str = "rps"
     precision: float = 0.05
     max_points: int = 12
-    sat_concurrency: int = 256
+    sat_concurrency: int | None = None
+    #: the server's slots, asked when the saturation probe's concurrency is not given
+    slots: Callable[[], int | None] | None = None
     on_step: Callable[[SearchResult], None] | None = None
+    time_budget_s: float | None = None
+    clock: Callable[[], float] = time.monotonic
     points: int = 0
     result: SearchResult = field(init=False)
+    _started: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         if self.variable not in VARIABLES:
             raise ValueError(f"variable must be rps or concurrency (got {self.variable!r})")
         if not self.precision > 0:
             raise ValueError(f"precision must be > 0 (got {self.precision})")
-        if self.max_points < 1 or self.sat_concurrency < 1:
+        if self.max_points < 1 or (self.sat_concurrency is not None
+                                   and self.sat_concurrency < 1):
             raise ValueError("max_points and sat_concurrency must be >= 1")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"time_budget_s must be > 0 (got {self.time_budget_s})")
         self.result = SearchResult(self.variable)
 
     # -- one point -------------------------------------------------------------------
@@ -140,8 +159,10 @@ class Search:
                 raise _Stop("budget")
             self.points += 1
         load = Load(self.variable, x, kind, repeat=repeat)
+        self._check_time(1)
         out = self._measured(load)
-        if out.verdict == UNSURE:
+        if out.verdict == UNSURE and kind != "saturation":   # the probe's verdict is unused
+            self._check_time(2)
             out = self._measured(Load(self.variable, x, kind, longer=True, repeat=repeat))
         if out.verdict == INVALID and kind != "saturation":  # the probe only sets a scale
             self.result.reason = (f"the client could not keep up at {self.variable} {x:g}: "
@@ -149,9 +170,24 @@ class Search:
             raise _Stop("invalid")
         return PASS if out.verdict == PASS else FAIL
 
+    def _check_time(self, factor: float) -> None:
+        """Stop before a point that would end past the time budget (a point's length is
+        guessed as the longest so far, ``factor`` times; a longer re-measure is twice)."""
+        if self.time_budget_s is None:
+            return
+        lengths = [s.seconds / (2 if s.load.longer else 1) for s in self.result.history]
+        need = factor * max(lengths, default=0.0)
+        spent = self.clock() - self._started
+        if spent + need > self.time_budget_s:
+            self.result.reason = (f"the time budget of {self.time_budget_s:g} s would be "
+                                  f"exceeded by the next point (spent {spent:.0f} s, a point "
+                                  f"takes about {need:.0f} s)")
+            raise _Stop("time")
+
     def _measured(self, load: Load) -> Outcome:
+        began = self.clock()
         out = self.measure(load)
-        self.result.history.append(Step(load, out))
+        self.result.history.append(Step(load, out, self.clock() - began))
         self._update_monotonic()
         if self.on_step is not None:
             self.on_step(self.result)
@@ -186,6 +222,7 @@ class Search:
     def run(self) -> SearchResult:
         """The whole search; never raises for a result (INVALID, budget: see ``status``)."""
         res = self.result
+        self._started = self.clock()
         try:
             self._search()
         except _Stop as stop:
@@ -205,7 +242,7 @@ class Search:
                 "the SLO is not met even by one request at a time (concurrency 1)")
             return
         if self.variable == "rps":
-            self._point(self.sat_concurrency, "saturation", budget=False)
+            self._point(self._sat_concurrency(), "saturation", budget=False)
             sat = res.history[-1].outcome.throughput_rps
             if not sat or sat <= 0:
                 res.status, res.reason = "no_throughput", (
@@ -214,11 +251,19 @@ class Search:
             res.x_sat = sat
             start, cap, floor = 0.5 * sat, 1.5 * sat, sat / 64
         else:
-            start, cap, floor = 2.0, float(self.sat_concurrency), 1.0
+            start, cap, floor = 2.0, float(self._sat_concurrency()), 1.0
         lo, hi = self._bracket(start, cap, floor)
         if lo is None or hi is None:
             return
         self._refine_and_confirm(lo, hi)
+
+    def _sat_concurrency(self) -> int:
+        """The given concurrency, else 4 x the server's slots (enough to keep every slot busy
+        without a backlog the server works through after the point), else 256."""
+        if self.sat_concurrency is not None:
+            return self.sat_concurrency
+        slots = self.slots() if self.slots is not None else None
+        return 4 * slots if slots else SAT_CONCURRENCY
 
     def _bracket(self, x: float, cap: float, floor: float
                  ) -> tuple[float | None, float | None]:

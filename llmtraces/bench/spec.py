@@ -67,6 +67,9 @@ class TelemetrySpec(_Strict):
 
     gpu: Literal["auto", "off", "require"] = "auto"
     interval_ms: float = Field(100.0, gt=0)
+    idle_s: float = Field(2.0, ge=0, le=600, description="GPU power measured this long with "
+                          "the server idle before each point's replay (with GPU telemetry "
+                          "only): the idle power the energy above idle is counted from.")
 
 
 class WorkloadSpec(_Strict):
@@ -114,7 +117,11 @@ class SearchSpec(_Strict):
     variable: Literal["rps", "concurrency"] = "rps"
     precision: float = Field(0.05, gt=0, lt=1)
     max_points: int = Field(12, ge=1)
-    sat_concurrency: int = Field(256, ge=1)
+    sat_concurrency: int | None = Field(
+        None, ge=1, description="The saturation probe's concurrency (default: 4 x the "
+        "server's slots where it says, as llama.cpp and serve-sim do; else 256).")
+    #: seconds; a point that would end past it is not started (status ``time``)
+    time_budget_s: float | None = Field(None, gt=0, le=1e7)
 
 
 class LoadSpec(_Strict):

@@ -40,6 +40,7 @@ def settings_of(spec: Spec) -> PointSettings:
         cooldown_s=m.cooldown_s, idle_timeout_s=m.idle_timeout_s, late_ms=m.late_ms,
         late_share=m.late_share,
         telemetry=spec.telemetry.gpu, interval_s=spec.telemetry.interval_ms / 1000,
+        idle_s=spec.telemetry.idle_s,
         api=w.api, model=w.model, extra=dict(w.extra), vocab_size=w.vocab_size)
 
 
@@ -56,7 +57,7 @@ def engine_of(e: EngineSpec, serve: ServeSpec) -> Engine:
     return make_engine(e.kind, model=e.model, endpoint=e.endpoint,
                        engine_args=[*e.args, *serve.args], ready_timeout_s=e.ready_timeout_s,
                        env={"CUDA_VISIBLE_DEVICES": ",".join(map(str, e.gpus))}
-                       if e.gpus else None)
+                       if e.gpus else None, gpus=e.gpus)
 
 
 def plan_of(spec: Spec, argv: list[str] | None = None) -> dict[str, Any]:
@@ -125,6 +126,12 @@ class Group:
         record = _env_record(self.engine, self.argv)
         write_json(self.folder / SERVE, record["engine"])
         self.rd.add_engine_env(record, self.engine_spec.id, self.serve.name)
+
+    def slots(self) -> int | None:
+        """The server's slots (the engine is started if it is not yet)."""
+        self._ensure_engine()
+        assert self.engine is not None
+        return self.engine.slots()
 
     def measure(self, load: Load) -> PointResult:
         """A stored point, or a new measurement (a search's ``measure``)."""
@@ -202,7 +209,8 @@ def run_spec(spec: Spec, out: Path, *, resume: bool = False, argv: list[str] | N
                     group.done = entries
                     Search(group.measure, variable=sp.variable, precision=sp.precision,
                            max_points=sp.max_points, sat_concurrency=sp.sat_concurrency,
-                           on_step=group.on_step).run()
+                           time_budget_s=sp.time_budget_s, on_step=group.on_step,
+                           slots=group.slots).run()
                     entries.extend(group.entries)
                 else:
                     for load in fixed_loads(spec):

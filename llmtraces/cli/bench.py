@@ -17,9 +17,10 @@ from ..ranges import parse_window
 from ._common import root
 
 ENGINE_KINDS = ("vllm", "sglang", "llamacpp", "sim", "url")
-#: ``--quick``: shorter points and a 10 % bracket (a local server in about 5 minutes)
+#: ``--quick``: shorter points, a 10 % bracket and a 270 s time budget for the search (a
+#: local server's capacity within 5 minutes, its start included)
 QUICK = {"warmup_s": 5.0, "measure_s": 20.0, "min_requests": 50, "drain_s": 10.0,
-         "cooldown_s": 1.0, "precision": 0.10, "max_points": 8}
+         "cooldown_s": 1.0, "precision": 0.10, "max_points": 8, "time_budget_s": 270.0}
 
 
 @click.group("bench")
@@ -155,16 +156,19 @@ def _print_outcome(output: Path) -> None:
               show_default=True, help="Search the mean request rate or the concurrency.")
 @click.option("--precision", type=float, help="Stop when hi/lo <= 1 + this [0.05; quick 0.10].")
 @click.option("--max-points", type=int, help="Points at most, probes aside [12; quick 8].")
-@click.option("--sat-concurrency", type=int, default=256, show_default=True,
-              help="Concurrency of the saturation probe.")
+@click.option("--sat-concurrency", type=click.IntRange(1),
+              help="Concurrency of the saturation probe [4 x the server's slots where it "
+                   "says (llama.cpp, serve-sim); else 256].")
+@click.option("--time-budget-s", type=float,
+              help="Start no point that would end past this [none; quick 270].")
 def capacity(ctx: click.Context, trace: str, **kw: Any) -> None:
     """Find the largest load of TRACE at which the SLO is met (the capacity)."""
     data = _spec_data(kw, trace)
-    search = {"variable": kw["variable"], "sat_concurrency": kw["sat_concurrency"]}
-    for key in ("precision", "max_points"):
+    search = {"variable": kw["variable"]}
+    for key in ("precision", "max_points", "time_budget_s", "sat_concurrency"):
         if kw[key] is not None:
             search[key] = kw[key]
-        elif kw["quick"]:
+        elif kw["quick"] and key in QUICK:
             search[key] = QUICK[key]
     data["search"] = search
     _run(ctx, data, kw["output"], kw["resume"], kw["dry_run"])

@@ -28,6 +28,10 @@ from ..serve.llamacpp import LlamaCppServer
 @click.option("--prompt-cache/--no-prompt-cache", default=True, show_default=True,
               help="Server default for reusing cached prompt prefixes; a request's own "
                    "\"cache_prompt\" wins. Send \"cache_prompt\": false for comparable TTFTs.")
+@click.option("--cache-ram", "cache_ram", type=click.IntRange(-1), default=None,
+              help="MiB of host memory for llama.cpp's prompt cache, which keeps earlier "
+                   "prompts after their slots are reused or erased (0: off, -1: no limit)"
+                   " [default: llama.cpp's, 8192].")
 @click.option("--metrics", is_flag=True, help="Serve Prometheus metrics at GET /metrics.")
 @click.option("--slot-save-path", type=click.Path(file_okay=False), default=None,
               help="Folder for slot saves; also enables POST /slots/ID?action=erase.")
@@ -38,7 +42,7 @@ from ..serve.llamacpp import LlamaCppServer
 def command(model: str | None, host: str, port: int, threads: int | None,
             http_threads: int | None, ctx: int, parallel: int, api_key: str | None,
             prompt_cache: bool, metrics: bool, slot_save_path: str | None, verbosity: int,
-            duration: float | None) -> None:
+            duration: float | None, cache_ram: int | None) -> None:
     """Serve a GGUF model with llama.cpp's own OpenAI-compatible server, on the CPU.
 
     Uses the xllamacpp wheel in this process; the default model is SmolLM2-135M from the
@@ -53,7 +57,8 @@ def command(model: str | None, host: str, port: int, threads: int | None,
     server = LlamaCppServer(model, host=host, port=port, threads=threads,
                             http_threads=http_threads, ctx=ctx, parallel=parallel,
                             api_key=api_key, prompt_cache=prompt_cache, verbosity=verbosity,
-                            metrics=metrics, slot_save_path=slot_save_path)
+                            metrics=metrics, slot_save_path=slot_save_path,
+                            cache_ram_mib=cache_ram)
 
     def ready(url: str) -> None:
         meta = server.model_info().get("meta", {})

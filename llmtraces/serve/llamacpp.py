@@ -107,7 +107,8 @@ class LlamaCppServer:
                  port: int = 0, threads: int | None = None, http_threads: int | None = None,
                  ctx: int = 8192, parallel: int = 4, api_key: str | None = None,
                  prompt_cache: bool = True, verbosity: int = 0, metrics: bool = False,
-                 slot_save_path: str | os.PathLike[str] | None = None) -> None:
+                 slot_save_path: str | os.PathLike[str] | None = None,
+                 cache_ram_mib: int | None = None) -> None:
         if parallel < 1 or ctx < parallel:
             raise LlamaCppError(f"need parallel >= 1 and ctx >= parallel (got ctx={ctx}, "
                                 f"parallel={parallel})")
@@ -121,6 +122,8 @@ class LlamaCppServer:
         self.api_key, self.prompt_cache, self.verbosity = api_key, prompt_cache, verbosity
         #: GET /metrics (Prometheus); a slot-save folder enables POST /slots/{id}?action=erase.
         self.metrics, self.slot_save_path = metrics, slot_save_path
+        #: llama.cpp's host-memory prompt cache, which outlives slot erases; 0 turns it off
+        self.cache_ram_mib = cache_ram_mib
         self._server: Any = None
         self.url = ""
 
@@ -137,6 +140,8 @@ class LlamaCppServer:
         p.cache_prompt = self.prompt_cache
         p.verbosity = self.verbosity
         p.endpoint_metrics = self.metrics
+        if self.cache_ram_mib is not None:
+            p.cache_ram_mib = self.cache_ram_mib
         if self.slot_save_path is not None:
             p.slot_save_path = str(self.slot_save_path)
         if self.threads is not None:

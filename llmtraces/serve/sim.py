@@ -225,7 +225,8 @@ class SimServer:
                             headers={"X-Prometheus-Format": "0.0.4"})
 
     async def _version(self, request: web.Request) -> web.Response:
-        return web.json_response({"version": __version__, "engine": "serve-sim"})
+        return web.json_response({"version": __version__, "engine": "serve-sim",
+                                  "batch_slots": self.config.batch_slots})
 
     async def _reset_prefix_cache(self, request: web.Request) -> web.Response:
         assert self._engine is not None

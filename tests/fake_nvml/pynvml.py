@@ -161,8 +161,13 @@ def nvmlDeviceGetUUID(h: int) -> str:  # noqa: N802
 
 
 def nvmlDeviceGetMemoryInfo(h: int) -> Any:  # noqa: N802
-    total = int(_gpu(h).get("memory_total", 80 * 2**30))
-    return SimpleNamespace(total=total, used=total // 4, free=total - total // 4)
+    g = _gpu(h)
+    total = int(g.get("memory_total", 80 * 2**30))
+    used = total // 4
+    for start, value in g.get("memory_used", []):   # a step script: [[t, bytes], ...]
+        if _now() >= start:
+            used = int(value)
+    return SimpleNamespace(total=total, used=used, free=total - used)
 
 
 def nvmlDeviceGetEnforcedPowerLimit(h: int) -> int:  # noqa: N802

@@ -24,7 +24,7 @@ _CLASSES: dict[str, type[Engine]] = {
 def make_engine(kind: str, *, model: str | None = None, endpoint: str | None = None,
                 engine_args: Sequence[str] = (), ready_timeout_s: float = 600.0,
                 executable: str | None = None, port: int | None = None,
-                env: dict[str, str] | None = None) -> Engine:
+                env: dict[str, str] | None = None, gpus: Sequence[int] = ()) -> Engine:
     """The adapter for ``kind`` (one of :data:`ENGINES`); nothing starts until ``start``."""
     cls = _CLASSES.get(kind)
     if cls is None:
@@ -33,4 +33,5 @@ def make_engine(kind: str, *, model: str | None = None, endpoint: str | None = N
         raise EngineError(f"--endpoint is for --engine url; --engine {kind} launches its own "
                           "server")
     return cls(model=model, endpoint=endpoint, engine_args=engine_args,
-               ready_timeout_s=ready_timeout_s, executable=executable, port=port, env=env)
+               ready_timeout_s=ready_timeout_s, executable=executable, port=port, env=env,
+               gpus=gpus)

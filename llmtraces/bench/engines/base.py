@@ -26,9 +26,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from ...errors import LLMTracesError
+from ..telemetry.nvml import memory_used
 from ..telemetry.prometheus import parse, server_load
+from .argv import option_value, redact_argv, secret_values
+from .gpu_release import wait_released
 
-__all__ = ["Engine", "EngineError", "free_port", "http", "llmtraces_cli", "redact_argv"]
+__all__ = ["Engine", "EngineError", "free_port", "http", "llmtraces_cli", "option_value",
+           "redact_argv"]
 
 #: log lines quoted in an error.
 TAIL_LINES = 20
@@ -37,42 +41,6 @@ PORT_TRIES = 3
 #: how a server reports that its port is taken (Python/uvicorn, llama.cpp, C's perror).
 _IN_USE = re.compile(r"address already in use|errno 98|EADDRINUSE|couldn't bind|"
                      r"failed to bind|only one usage of each socket address", re.I)
-
-
-#: options whose value is a credential: shown as ``***`` in argv(), logs and errors.
-_SECRET_OPTION = re.compile(r"^--?[\w-]*(api[-_]?key|token|secret|passw(or)?d)[\w-]*$", re.I)
-
-
-def redact_argv(argv: Sequence[str]) -> list[str]:
-    """``argv`` with the value of every credential option (``--api-key K``,
-    ``--hf-token=T``) replaced by ``***``: what may be written to a log or a file."""
-    out: list[str] = []
-    hide = False
-    for arg in argv:
-        if hide:
-            out.append("***")
-            hide = False
-            continue
-        name, eq, _ = arg.partition("=")
-        if _SECRET_OPTION.match(name):
-            if eq:
-                out.append(f"{name}=***")
-            else:
-                out.append(arg)
-                hide = True
-            continue
-        out.append(arg)
-    return out
-
-
-def secret_values(argv: Sequence[str]) -> list[str]:
-    """The credentials in ``argv`` (what :func:`redact_argv` hides)."""
-    shown = redact_argv(argv)
-    out = []
-    for real, masked in zip(argv, shown, strict=True):
-        if real != masked:
-            out.append(real.partition("=")[2] if masked.endswith("=***") else real)
-    return [v for v in out if v]
 
 
 class EngineError(LLMTracesError):
@@ -140,6 +108,8 @@ class Engine:
     """A server process (or, for ``url``, a server the user runs) that a benchmark drives."""
 
     kind = "engine"
+    #: whether the server allocates GPU memory (waited for after a stop)
+    uses_gpu = False
     #: paths that must all answer 200 before the server counts as ready.
     ready_paths: tuple[str, ...] = ("/health",)
     #: the Prometheus endpoint, or None when the engine has none.
@@ -153,8 +123,10 @@ class Engine:
     def __init__(self, *, model: str | None = None, endpoint: str | None = None,
                  engine_args: Sequence[str] = (), ready_timeout_s: float = 600.0,
                  executable: str | None = None, port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, gpus: Sequence[int] = ()) -> None:
         self.model, self.endpoint = model, endpoint
+        #: NVML indices of the GPUs the engine uses: the ones telemetry meters (all if empty)
+        self.gpus = [int(g) for g in gpus]
         self.engine_args = [str(a) for a in engine_args]
         self.ready_timeout_s = float(ready_timeout_s)
         self.executable = executable
@@ -167,6 +139,11 @@ class Engine:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._secrets: list[str] = []
+        self._gpu_baseline: dict[int, int] | None = None
+        #: what the last readiness poll found wrong beyond a status (shown on timeout)
+        self._not_ready = ""
+        #: what the GPUs still held after the last stop (None: released, or no GPU)
+        self.release_note: str | None = None
 
     # -- what an adapter defines ---------------------------------------------------------------
 
@@ -232,6 +209,7 @@ class Engine:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.log_path = folder / "server.log"
+        self._gpu_baseline = memory_used(self.gpus or None) if self.uses_gpu else None
         for attempt in range(1, PORT_TRIES + 1):
             port = self.port
             if _listening(port):  # another server there would answer our readiness polls
@@ -310,7 +288,8 @@ class Engine:
                 self.stop()
                 raise EngineError(f"{self.kind}: the server was not ready after "
                                   f"{self.ready_timeout_s:g} s (no 200 from "
-                                  f"{', '.join(self.ready_paths)}); raise --ready-timeout-s for "
+                                  f"{', '.join(self.ready_paths)}{self._not_ready}); raise "
+                                  "--ready-timeout-s for "
                                   f"a big model; last lines of {self.log_path}:\n"
                                   f"{self.log_tail(TAIL_LINES)}")
             time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
@@ -352,6 +331,11 @@ class Engine:
         end = time.monotonic() + 5
         while (group_alive(pgid) or _listening(self._port)) and time.monotonic() < end:
             time.sleep(0.05)
+        if self._gpu_baseline:
+            self.release_note = wait_released(self._gpu_baseline, self.gpus or None)
+            if self.release_note:
+                with open(self.log_path or os.devnull, "ab") as log:
+                    log.write(f"# llmtraces bench: {self.release_note}\n".encode())
         self._close_log()
 
     def alive(self) -> bool:
@@ -427,6 +411,11 @@ class Engine:
         reported = self.server_version() if self.base_url is not None else None
         return {"engine": self.kind, "engine_version": reported or package,
                 "package_version": package, "model": self.served_model() or self.model}
+
+    def slots(self) -> int | None:
+        """Requests the server runs at once, where it says (llama.cpp, serve-sim); None
+        otherwise."""
+        return None
 
     def served_model(self) -> str | None:
         """The first model id ``GET /v1/models`` lists, or None."""

@@ -1,18 +1,25 @@
 """``llamacpp``: llama.cpp's server through ``llmtraces serve-llamacpp``, as a subprocess (never
 in-process: it would compete with the replayer for the CPUs and could not be killed on a hang).
 
-The launch adds ``--metrics`` (``llamacpp:requests_processing``/``_deferred``) and a slot-save
-folder, without which llama.cpp answers 501 to ``POST /slots/{id}?action=erase``; the reset
-erases every slot listed by ``GET /slots``. The version is ``build_info`` of ``GET /props``.
+The launch adds ``--metrics`` (``llamacpp:requests_processing``/``_deferred``), a slot-save
+folder, without which llama.cpp answers 501 to ``POST /slots/{id}?action=erase``, and
+``--cache-ram 0``: llama.cpp also keeps earlier prompts in a host-memory cache (8 GiB by
+default) that survives slot erases and that no HTTP call empties, so with it a point would be
+served from the prompts of the points before it (a later point at a lower rate, with prompts
+not seen before, then fails where an earlier one passed). The reset erases every slot listed
+by ``GET /slots``. The version is ``build_info`` of ``GET /props``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import tempfile
+from typing import Any
 
+from .argv import option_value
 from .base import Engine, http, llmtraces_cli
 
 
@@ -25,6 +32,8 @@ class LlamaCppEngine(Engine):
     poll_s = 0.2
     term_timeout_s = 15.0
     _slot_dir: str | None = None
+    #: whether the server keeps prompts in host memory past a slot erase; None: not known
+    host_cache: bool | None = None
 
     def command(self, port: int) -> list[str]:
         """The serve-llamacpp command line on ``port``."""
@@ -36,6 +45,10 @@ class LlamaCppEngine(Engine):
             if self._slot_dir is None:
                 self._slot_dir = tempfile.mkdtemp(prefix="llmtraces-slots-")
             extra += ["--slot-save-path", self._slot_dir]
+        given = option_value(self.engine_args, "--cache-ram")
+        if given is None:
+            extra += ["--cache-ram", "0"]
+        self.host_cache = given is not None and given != "0"
         model = ["--model", self.model] if self.model else []
         return [*prefix, "serve-llamacpp", "--host", "127.0.0.1", "--port", str(port), *model,
                 *extra, *self.engine_args]
@@ -57,7 +70,24 @@ class LlamaCppEngine(Engine):
         return ("POST", "/slots/0?action=erase")
 
     def reset_prefix_cache(self) -> str | None:
-        """Erase the cached prompt of every slot ``GET /slots`` lists."""
+        """Erase the cached prompt of every slot ``GET /slots`` lists; when the server also
+        keeps prompts in host memory, say that this part of the cache stays."""
+        why = self._erase_slots()
+        if why is not None:
+            return why
+        if self.host_cache:
+            return ("llamacpp: slots erased, but the server keeps earlier prompts in its "
+                    "host-memory prompt cache, which no HTTP call empties; start it with "
+                    "--cache-ram 0 for points independent of each other")
+        return None
+
+    def slots(self) -> int | None:
+        """The number of slots ``GET /slots`` lists."""
+        got = self._slots()
+        return len(got) if isinstance(got, list) and got else None
+
+    def _slots(self) -> list[Any] | str:
+        """``GET /slots``'s list, or why there is none."""
         if self.base_url is None:
             return "llamacpp: the server is not running"
         try:
@@ -67,6 +97,13 @@ class LlamaCppEngine(Engine):
             return f"llamacpp: GET /slots failed ({exc})"
         if not isinstance(slots, list):
             return f"llamacpp: GET /slots answered HTTP {status}; slots endpoint disabled?"
+        return slots
+
+    def _erase_slots(self) -> str | None:
+        """Erase every slot; None when done, else why not."""
+        slots = self._slots()
+        if isinstance(slots, str):
+            return slots
         for slot in slots:
             sid = slot.get("id") if isinstance(slot, dict) else None
             try:
@@ -79,9 +116,38 @@ class LlamaCppEngine(Engine):
                         f"({body[:200].decode('utf-8', 'replace')})")
         return None
 
+    def probe_host_cache(self) -> bool | None:
+        """Whether the server keeps prompts in host memory past a slot erase (llama.cpp saves a
+        slot's prompt there when the slot is reused for another): send a fresh prompt, then
+        one more fresh prompt than there are slots, erase every slot and send the first
+        again; cached tokens in its answer mean yes. None when the probe could not tell."""
+        if self.base_url is None:
+            return None
+        slots = self._slots()
+        if not isinstance(slots, list):
+            return None
+        # fresh ids below 1000: inside any vocabulary, never a prompt of the workload
+        prompts = [[100 + b % 900 for b in os.urandom(16)] for _ in range(len(slots) + 2)]
+        cached = -1
+        for i, prompt in enumerate([*prompts, prompts[0]]):
+            if i == len(prompts) and self._erase_slots() is not None:
+                return None
+            body = {"prompt": prompt, "max_tokens": 1, "stream": False, "cache_prompt": True}
+            try:
+                status, raw = http("POST", self.base_url + "/v1/completions", timeout=30.0,
+                                   body=body)
+                cached = int(json.loads(raw)["usage"]["prompt_tokens_details"]["cached_tokens"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+            if status != 200:
+                return None
+        self.host_cache = cached > 0
+        return self.host_cache
+
     def server_version(self) -> str | None:
         """``build_info`` of ``GET /props``."""
         data = self._get_json("/props")
         if isinstance(data, dict) and data.get("build_info"):
             return str(data["build_info"])
         return None
+

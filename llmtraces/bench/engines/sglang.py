@@ -21,6 +21,7 @@ class SglangEngine(Engine):
     """SGLang's HTTP server, launched as ``python -m sglang.launch_server``."""
 
     kind = "sglang"
+    uses_gpu = True
     ready_paths = ("/health", "/v1/models")
     package = "sglang"
     #: how long a busy (400) flush is retried.

@@ -7,6 +7,7 @@ way a GPU engine does, on any machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 
@@ -28,6 +29,13 @@ class SimEngine(Engine):
         model = ["--model", self.model] if self.model else []
         return [*prefix, "serve-sim", "--host", "127.0.0.1", "--port", str(port), *model,
                 *self.engine_args]
+
+    def slots(self) -> int | None:
+        """``batch_slots`` of ``GET /version``."""
+        data = self._get_json("/version")
+        with contextlib.suppress(TypeError, ValueError, KeyError):
+            return int(data["batch_slots"]) or None
+        return None
 
     def reset_request(self) -> tuple[str, str] | None:
         """serve-sim empties its prefix-cache LRU on ``POST /reset_prefix_cache``."""

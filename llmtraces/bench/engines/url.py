@@ -2,8 +2,9 @@
 
 Readiness is ``GET /v1/models`` answering 200. Which engine it is gets recognised from
 ``GET /version`` (serve-sim says so) and the metric names of ``GET /metrics``; the reset and
-version calls of that engine are then used. An unrecognised server has no reset: the caller
-records ``unsupported``.
+version calls of that engine are then used (for llama.cpp, after probing whether the server
+keeps prompts past a slot erase: :meth:`LlamaCppEngine.probe_host_cache`). An unrecognised
+server has no reset: the caller records ``unsupported``.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ class UrlEngine(Engine):
             return None
         like = cls(model=self.model or "served")
         like.base_url = self.url
+        if isinstance(like, LlamaCppEngine):
+            like.probe_host_cache()
         return like
 
     def stop(self) -> None:
@@ -131,6 +134,10 @@ class UrlEngine(Engine):
             return ("url: unsupported (the server was not recognised as vLLM, SGLang, "
                     "llama.cpp or serve-sim, so no prefix-cache reset is known)")
         return self.like.reset_prefix_cache()
+
+    def slots(self) -> int | None:
+        """The recognised engine's slot count."""
+        return self.like.slots() if self.like is not None else None
 
     def server_version(self) -> str | None:
         """The recognised engine's version call."""

@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import shlex
 
-from .base import Engine, EngineError
+from .argv import option_value
+from .base import Engine, EngineError, http
 
 
 class VllmEngine(Engine):
     """vLLM's OpenAI-compatible server, launched with its ``serve`` command."""
 
     kind = "vllm"
+    uses_gpu = True
     ready_paths = ("/health", "/v1/models")
     package = "vllm"
 
@@ -30,6 +32,22 @@ class VllmEngine(Engine):
         prefix = shlex.split(self.executable) if self.executable else ["vllm"]
         return [*prefix, "serve", self.model, "--host", "127.0.0.1", "--port", str(port),
                 *self.engine_args]
+
+    def _ready(self, base: str) -> bool:
+        """Every ready path answers 200 and ``GET /v1/models`` lists the model served (its
+        ``--served-model-name`` when given): not some other server on the port."""
+        if not super()._ready(base):
+            return False
+        want = option_value(self.engine_args, "--served-model-name") or self.model
+        try:
+            status, body = http("GET", base + "/v1/models", timeout=2.0)
+            ids = [m.get("id") for m in json.loads(body).get("data", [])]
+        except (OSError, ValueError, AttributeError):
+            return False
+        if status == 200 and want in ids:
+            return True
+        self._not_ready = f"; /v1/models lists {ids}, not {want!r}"
+        return False
 
     def launch_env(self) -> dict[str, str]:
         """``VLLM_SERVER_DEV_MODE=1``: the prefix-cache reset endpoint needs it."""

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-__all__ = ["PIP_GPU", "NvmlReader", "open_nvml"]
+__all__ = ["PIP_GPU", "NvmlReader", "memory_used", "open_nvml"]
 
 PIP_GPU = "pip install 'llmtraces[gpu]'"
 
@@ -80,6 +80,20 @@ def open_nvml(gpu_indices: Sequence[int] | None = None) -> tuple[NvmlReader | No
         return NvmlReader(pynvml, list(gpu_indices)), None
     except pynvml.NVMLError as exc:
         return None, f"NVML failed while listing GPUs ({_text(exc)})"
+
+
+def memory_used(gpu_indices: Sequence[int] | None = None) -> dict[int, int] | None:
+    """Bytes of memory in use per GPU (``gpu_indices``, else ``CUDA_VISIBLE_DEVICES``'), or
+    None where NVML cannot tell."""
+    reader, _ = open_nvml(gpu_indices)
+    if reader is None:
+        return None
+    try:
+        return {i: int(reader.nv.nvmlDeviceGetMemoryInfo(h).used) for i, h in reader.handles}
+    except reader.nv.NVMLError:
+        return None
+    finally:
+        reader.close()
 
 
 class NvmlReader:
