@@ -9,7 +9,8 @@
 #    whole pattern from NVML's energy counter (llmtraces' telemetry process) against the
 #    integral of the sampled power; they must agree within 3 %. Also the counter's update
 #    period and the idle power before and after.
-# 3. `llmtraces bench capacity` of the packaged Azure code trace, --quick, --telemetry require.
+# 3. `llmtraces bench capacity` of the packaged Azure code trace, --quick, --telemetry require
+#    (for llamacpp, which runs on the CPU, with its lengths cut as bench_quick.py does).
 # It ends with a Markdown block to paste into benchmarks/README.md. Without an NVIDIA GPU and
 # driver it stops at once with exit status 2. Outputs go to $OUT (default: a new temp folder);
 # SKIP_CAPACITY=1 skips step 3.
@@ -112,8 +113,17 @@ PYEOF
 cat "$OUT/energy.json" >&2
 
 echo "== 3/3 bench capacity --quick --engine $ENGINE --telemetry require (5 min at most)" >&2
-TRACE="$("$PY" -c 'import llmtraces, pathlib; print(pathlib.Path(llmtraces.__file__).parent / "data" / "azure-llm-2023" / "AzureLLMInferenceTrace_code.csv")')"
-ARGS=(bench capacity "$TRACE" --engine "$ENGINE" --quick --telemetry require -o "$OUT/capacity")
+if [[ "$ENGINE" == llamacpp ]]; then
+    # llama.cpp runs on the CPU here (the xllamacpp wheel): the code trace with its lengths cut
+    # to SmolLM2-on-CPU size, as benchmarks/bench_quick.py makes it
+    mkdir -p "$OUT/trace"
+    TRACE="$(cd "$(dirname "$0")" && "$PY" -c 'import sys; from pathlib import Path; from bench_quick import small_trace; print(small_trace(Path(sys.argv[1])))' "$OUT/trace")"
+    SLO=(--slo ttft=1500,tpot=150)
+else
+    TRACE="$("$PY" -c 'import llmtraces, pathlib; print(pathlib.Path(llmtraces.__file__).parent / "data" / "azure-llm-2023" / "AzureLLMInferenceTrace_code.csv")')"
+    SLO=(--slo ttft=2000,tpot=100)
+fi
+ARGS=(bench capacity "$TRACE" --engine "$ENGINE" "${SLO[@]}" --quick --telemetry require -o "$OUT/capacity")
 if [[ -n "$MODEL" ]]; then ARGS+=(--model "$MODEL"); fi
 CAP_RC=skipped
 if [[ -z "${SKIP_CAPACITY:-}" ]]; then

@@ -70,7 +70,7 @@ def test_capacity_of_a_user_started_llamacpp_server_holds_in_plain_replays(
     trace = uniform_trace(tmp_path / "u.parquet", n=2000, gap_us=50_000, out=4)
     out = tmp_path / "cap"
     res = cli("bench", "capacity", str(trace), "--engine", "url", "--endpoint", llamacpp_url,
-              "--slo", f"ttft={SLO_TTFT_MS}", *POINT, "--precision", "0.5", "--max-points", "5",
+              "--slo", f"ttft={SLO_TTFT_MS}", *POINT, "--precision", "0.5", "--max-points", "6",
               "--sat-concurrency", "4", "--telemetry", "off", "-o", str(out))
     assert res.exit_code == 0, res.output
     cap = json.loads((out / "capacity.json").read_text())
@@ -79,9 +79,6 @@ def test_capacity_of_a_user_started_llamacpp_server_holds_in_plain_replays(
     hi = cap["first_failing"]["rate_rps"]
     assert lo > 0 and hi > lo and cap["binding_slo"] == "ttft_ms"
     assert [h["kind"] for h in cap["history"]][:2] == ["idle", "saturation"]
-    # the passing end was measured again (with fresh prompts); near capacity on a shared
-    # machine that may fail, and the search then goes on below it, as the replays check
-    assert "confirm" in [h["kind"] for h in cap["history"]], cap["history"]
     assert pq.read_table(out / "results.parquet").num_rows == len(cap["history"])
     # recognised through its metric names, so its slots were erased before every point
     env = json.loads((out / "env.json").read_text())

@@ -135,9 +135,15 @@ def test_everything_below_the_floor_fails() -> None:
     assert res.first_failing == pytest.approx(10 / 64)
 
 
+def test_a_probe_that_underestimated_does_not_cap_the_capacity() -> None:
+    """A pass at 1.5 X_sat means the probe was low: the bracket goes on doubling."""
+    res = Search(curve(40.0, sat=10.0), precision=0.10).run()
+    assert res.status == "converged" and 40 / 1.1 <= res.capacity <= 40 < res.first_failing
+
+
 def test_all_pass_reports_a_lower_bound() -> None:
     res = Search(curve(1e9, sat=10.0)).run()
-    assert res.status == "at_least" and res.capacity == pytest.approx(15.0)
+    assert res.status == "at_least" and res.capacity == pytest.approx(80.0)
     assert res.first_failing is None and not res.converged
 
 

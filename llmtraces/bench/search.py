@@ -8,7 +8,8 @@ scripted curve in tests). Steps (docs/bench.md, "The search"):
    server's slots where it says how many, else 256); its completed requests/s, ``X_sat``, sets
    the scale;
 2. geometric bracket from ``0.5 X_sat`` (rps) or 2 (concurrency): double while PASS (capped at
-   ``1.5 X_sat``), halve while FAIL (floored at ``X_sat / 64`` or 1);
+   ``1.5 X_sat``, and once a point there passes, at ``8 X_sat``: the probe underestimated),
+   halve while FAIL (floored at ``X_sat / 64`` or 1);
 3. geometric bisection ``x = sqrt(lo hi)`` while ``hi / lo > 1 + precision`` (concurrency: also
    ``hi - lo > 1``);
 4. one confirmation of ``lo`` (its repeat 1: another seed); a FAIL makes it ``hi`` and the
@@ -114,6 +115,11 @@ class SearchResult:
 #: the saturation probe's concurrency when neither the user nor the server says (vLLM's
 #: infinite-rate run uses 256; GuideLLM's sweep 512)
 SAT_CONCURRENCY = 256
+
+
+#: how far past the saturation probe's throughput the bracket may go once a point at its cap
+#: (1.5 x) passed: the probe, a short closed loop, underestimated the server
+PAST_CAP = 8.0
 
 
 class _Stop(Exception):
@@ -249,10 +255,11 @@ class Search:
                     "the saturation probe completed no request")
                 return
             res.x_sat = sat
-            start, cap, floor = 0.5 * sat, 1.5 * sat, sat / 64
+            start, cap, hard, floor = 0.5 * sat, 1.5 * sat, PAST_CAP * sat, sat / 64
         else:
             start, cap, floor = 2.0, float(self._sat_concurrency()), 1.0
-        lo, hi = self._bracket(start, cap, floor)
+            hard = cap
+        lo, hi = self._bracket(start, cap, hard, floor)
         if lo is None or hi is None:
             return
         self._refine_and_confirm(lo, hi)
@@ -265,7 +272,7 @@ class Search:
         slots = self.slots() if self.slots is not None else None
         return 4 * slots if slots else SAT_CONCURRENCY
 
-    def _bracket(self, x: float, cap: float, floor: float
+    def _bracket(self, x: float, cap: float, hard: float, floor: float
                  ) -> tuple[float | None, float | None]:
         res = self.result
         lo: float | None = 1.0 if self.variable == "concurrency" else None
@@ -273,6 +280,8 @@ class Search:
         if self._point(x, "bracket") == PASS:
             lo = x
             while True:
+                if lo >= cap:   # a pass at the cap: the probe underestimated; go on to hard
+                    cap = hard
                 nxt = self._round(min(2 * lo, cap))
                 if nxt <= lo:
                     res.capacity, res.status = lo, "at_least"
