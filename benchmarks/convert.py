@@ -18,7 +18,8 @@ they share the machine's state; a first, untimed round warms the page cache and 
 cache (kept under the temporary folder, as an installed package keeps its ``.pyc``). Wall and
 CPU time are the medians of ``--repeat`` runs; peak RSS is the child's own ``ru_maxrss``
 (``os.wait4``), the largest over the runs. Run with ``PYTHONPATH=<other checkout>`` to time
-another version of llmtraces (the children inherit it). Targets (issue 15):
+another version of llmtraces (the children inherit it), or add ``--baseline <other checkout>``
+to time it in the same run, as a third converter. Targets (issue 15):
 llmtraces <= 1.0x DuckDB's wall time and peak RSS <= 256 MiB at every size.
 """
 
@@ -111,11 +112,13 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_once(argv: list[str]) -> tuple[float, float, int, str]:
+def run_once(argv: list[str], env: dict[str, str] | None = None
+             ) -> tuple[float, float, int, str]:
     """Wall seconds, CPU seconds, peak RSS (KiB) and the last stderr line of one child."""
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=child_env())
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err,
+                                env={**child_env(), **(env or {})})
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -143,17 +146,19 @@ class Result:
         return statistics.median(self.cpus) if self.cpus else float("nan")
 
 
-def measure(src: Path, repeat: int, converters: list[str], llmtraces: list[str]
-            ) -> dict[str, Result]:
-    """Run each converter ``repeat`` times on ``src``, alternating between them."""
+def measure(src: Path, repeat: int, converters: list[str], llmtraces: list[str],
+            baseline: Path | None = None) -> dict[str, Result]:
+    """Run each converter ``repeat`` times on ``src``, alternating between them; ``baseline``
+    is the checkout the ``baseline`` converter (llmtraces again) imports from."""
     out = {c: Result([], [], 0) for c in converters}
     for k in range(repeat + 1):  # the first round warms the page and bytecode caches
         for conv in converters:
             dst = src.with_name(f"{src.stem}.{conv}.parquet")
             argv = ([*llmtraces, "convert", str(src), "--to", "parquet", "-o", str(dst),
-                     "-q"] if conv == "llmtraces" else [sys.executable, "-c", DUCKDB,
-                                                        str(src), str(dst)])
-            wall, cpu, kib, error = run_once(argv)
+                     "-q"] if conv != "duckdb" else [sys.executable, "-c", DUCKDB,
+                                                     str(src), str(dst)])
+            env = {"PYTHONPATH": str(baseline)} if conv == "baseline" and baseline else {}
+            wall, cpu, kib, error = run_once(argv, env)
             dst.unlink(missing_ok=True)
             res = out[conv]
             res.error = res.error or error
@@ -165,19 +170,25 @@ def measure(src: Path, repeat: int, converters: list[str], llmtraces: list[str]
 
 
 def table(rows: list[tuple[Case, Path, dict[str, Result]]], repeat: int) -> str:
-    """The results as a Markdown table."""
-    lines = ["| shape | rows | CSV MiB | llmtraces s | CPU s | peak MiB | DuckDB s | CPU s | "
-             "peak MiB | ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    """The results as a Markdown table: wall s / CPU s / peak MiB per converter, and each
+    llmtraces run's wall time over DuckDB's."""
+    names = list(rows[0][2]) if rows else []
+    titles = {"llmtraces": "llmtraces", "baseline": "baseline", "duckdb": "DuckDB"}
+    ratios = [n for n in names if n != "duckdb"] if "duckdb" in names else []
+    head = ["shape", "rows", "CSV MiB"] + [f"{titles[n]} wall / CPU / MiB" for n in names]
+    head += [f"{titles[n]} / DuckDB" for n in ratios]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|" + "---|" * len(names)
+             + "---:|" * len(ratios)]
     for case, src, res in rows:
-        ours, duck = res["llmtraces"], res.get("duckdb")
         cells = [case.shape, f"{case.rows:,}", f"{src.stat().st_size / 2**20:,.0f}"]
-        for r in (ours, duck):
-            if r is None or r.error:
-                cells += ["-", "-", "-"]
-            else:
-                cells += [f"{r.wall:.2f}", f"{r.cpu:.2f}", f"{r.peak_kib / 1024:,.0f}"]
-        ok = duck is not None and not duck.error and not ours.error
-        cells.append(f"{ours.wall / duck.wall:.2f}x" if ok and duck else "-")
+        for n in names:
+            r = res[n]
+            cells.append("-" if r.error else
+                         f"{r.wall:.2f} / {r.cpu:.2f} / {r.peak_kib / 1024:,.0f}")
+        duck = res.get("duckdb")
+        for n in ratios:
+            ok = duck is not None and not duck.error and not res[n].error
+            cells.append(f"{res[n].wall / duck.wall:.2f}x" if ok and duck else "-")
         lines.append("| " + " | ".join(cells) + " |")
     errors = [f"{c.name} {k}: {r.error}" for c, _, res in rows for k, r in res.items()
               if r.error]
@@ -199,6 +210,9 @@ def main() -> None:
     ap.add_argument("--no-duckdb", action="store_true", help="time llmtraces alone")
     ap.add_argument("--llmtraces", default=str(LLMTRACES),
                     help="the command that runs llmtraces (e.g. a wrapper of another checkout)")
+    ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                    help="also time the llmtraces of this checkout (its PYTHONPATH) in the "
+                         "same run, e.g. a copy of the last commit")
     ap.add_argument("--keep", type=Path, help="make (or reuse) the inputs in this folder")
     ap.add_argument("--markdown", type=Path, help="also write the table to this file")
     a = ap.parse_args()
@@ -207,14 +221,15 @@ def main() -> None:
              Case("burstgpt-v3", "burstgpt-v3", a.v3_rows)]
     cases += [Case(f"azure-2024-{n}", "azure-2024", int(n)) for n in a.azure_rows.split(",")]
     cases = [c for c in cases if c.shape in wanted]
-    converters = ["llmtraces"] + ([] if a.no_duckdb else ["duckdb"])
+    converters = (["llmtraces"] + (["baseline"] if a.baseline else [])
+                  + ([] if a.no_duckdb else ["duckdb"]))
     folder = a.keep or Path(tempfile.mkdtemp(prefix="llmtraces-convert-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
         done = []
         for case in cases:
             src = case.make(folder, a.seed)
-            res = measure(src, a.repeat, converters, shlex.split(a.llmtraces))
+            res = measure(src, a.repeat, converters, shlex.split(a.llmtraces), a.baseline)
             done.append((case, src, res))
             summary = ", ".join(f"{k} {r.wall:.2f} s {r.peak_kib / 1024:.0f} MiB{r.error}"
                                 for k, r in res.items())

@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from httpserver import LoopbackServer, Route
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import llmtraces
 from conftest import FIXTURES, REPO, Cli, build_registry, roundtrip
@@ -202,9 +204,10 @@ FINE = ["1.1234567", "1.1234560", "0.0000005", "0.0000015", "1.00000050001", "2.
 @pytest.mark.parametrize("samples", [
     ["5", "45", "118"], ["05", "0", "7"],  # the `5` fast path
     ["19440110.0", "0.0", "05.0"],  # the `5.0` fast path
+    ["0.496", "1.21", "19440110.25", "000000000001.5", "7.000", "5.0"],  # the float64 path
     SPELLINGS,  # the general decimal path
     SPELLINGS + FINE,  # the exact path (digits finer than 1 µs)
-], ids=["int", "int-lead", "point-zero", "general", "exact"])
+], ids=["int", "int-lead", "point-zero", "float", "general", "exact"])
 def test_every_parse_path_is_exact_and_knows_what_it_cannot_rebuild(samples: list[str]):
     from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -220,6 +223,88 @@ def test_every_parse_path_is_exact_and_knows_what_it_cannot_rebuild(samples: lis
     for form in ({"form": "int"}, {"form": "float"}, {"form": "fixed", "digits": 3}):
         truth = _differs(t.ok, format_seconds(t.us, form), raw)
         assert _respelled(raw, t, form).to_pylist() == truth.to_pylist(), form
+
+
+def _reference_us(text: str) -> int | None:
+    """µs of a plain decimal by Decimal, ties half to even; None where it is no such value."""
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    if re.fullmatch(r"[0-9]{1,12}(\.[0-9]+)?", text, re.ASCII) is None:
+        return None
+    return int((Decimal(text) * 10**6).to_integral_value(ROUND_HALF_EVEN))
+
+
+#: Decimals the float64 path may take: 1-12 whole digits (leading zeros too), 1-6 decimals.
+_PLAIN = st.builds(lambda w, f: f"{w}.{f}", st.text("0123456789", min_size=1, max_size=12),
+                   st.text("0123456789", min_size=1, max_size=6))
+#: Anything else a seconds cell may hold: integers, many digits, exponents, signs, spaces,
+#: a lone point, empty.
+_ODD = st.one_of(
+    st.sampled_from(["", ".", ".5", "5.", "0.", "inf", "nan", "1/2", "1_0", "\u0663.5"]),
+    st.builds(lambda w, f: f"{w}.{f}", st.text("0123456789", min_size=0, max_size=14),
+              st.text("0123456789", min_size=0, max_size=12)),
+    st.text("0123456789", min_size=0, max_size=14),
+    st.builds(lambda m, e: f"{m}e{e}", _PLAIN, st.integers(-8, 12)),
+    st.builds(lambda sign, v: sign + v, st.sampled_from(["-", "+", " "]), _PLAIN),
+    st.builds(lambda v: v + " ", _PLAIN))
+_SEEDS = settings(derandomize=True, database=None, deadline=None, max_examples=300)
+
+
+@_SEEDS
+@example(values=["1.5"], odd=".5", at=0, start=1)  # the edges each check stands for
+@example(values=["1.5"], odd="5.", at=1, start=0)
+@example(values=["1.5"], odd="1.1234567", at=0, start=0)
+@example(values=["1.5"], odd="1.1234565", at=0, start=0)
+@example(values=["1.5"], odd="1000000000.5", at=0, start=0)
+@example(values=["1.5"], odd="0000000000001.5", at=0, start=0)
+@example(values=["1.5"], odd="+1.5", at=0, start=0)
+@given(values=st.lists(_PLAIN, min_size=1, max_size=30),
+       odd=st.one_of(st.none(), _ODD, st.tuples(_ODD, _ODD)), at=st.integers(0, 30),
+       start=st.integers(0, 3))
+def test_the_float_path_gives_what_the_exact_path_gives(values: list[str],
+                                                        odd: str | tuple[str, str] | None,
+                                                        at: int, start: int):
+    from llmtraces.text.seconds import _parse_float, expand_exponents, parse_exact
+
+    if odd is not None:  # one odd value (or two) among plain ones: the whole block is judged
+        values[at % len(values):at % len(values)] = [odd] if isinstance(odd, str) else odd
+    raw = pa.array(["0.5"] * start + values, pa.string()).slice(start)  # offsets not at 0
+    exact = parse_exact(raw)
+    truth = [_reference_us(v) for v in values]
+    assert exact.ok.to_pylist() == [us is not None for us in truth]
+    assert [us if ok else None for us, ok in zip(exact.us.to_pylist(), exact.ok.to_pylist(),
+                                                 strict=True)] == truth
+    fast = _parse_float(raw)
+    if fast is not None:  # taken only when every value is one it reads exactly
+        assert fast.to_pylist() == exact.us.to_pylist()
+        assert all(exact.ok.to_pylist()) and not any(exact.sub_us.to_pylist())
+    got = parse_seconds(raw)
+    for name in ("us", "ok", "sub_us"):
+        assert getattr(got, name).to_pylist() == getattr(exact, name).to_pylist(), name
+    expanded = parse_seconds(raw, exponents=True)
+    again = parse_exact(expand_exponents(raw))
+    for name in ("us", "ok", "sub_us"):
+        assert getattr(expanded, name).to_pylist() == getattr(again, name).to_pylist(), name
+
+
+@pytest.mark.parametrize(("values", "taken"), [
+    (["0.496", "1.21", "4.068"], True),
+    (["999999999.999999", "000000000001.5", "0.000001"], True),
+    (["1000000000.5"], False),  # 1e9 s and up: past what float64 holds to the µs
+    (["999999999999.999999"], False),
+    (["1.1234567"], False),  # digits finer than 1 µs: rounded by the exact path
+    (["5.5", "6"], False), ([".5"], False), (["5."], False), ([" 1.5"], False),
+    (["-1.5"], False), (["1e3"], False), (["", ""], False), (["1.5", None], False),
+])
+def test_the_float_path_declines_what_it_cannot_read_exactly(values: list[str | None],
+                                                             taken: bool):
+    from llmtraces.text.seconds import _parse_float, parse_exact
+
+    raw = pa.array(values, pa.string())
+    fast = _parse_float(raw)
+    assert (fast is not None) == taken
+    if fast is not None:
+        assert fast.to_pylist() == parse_exact(raw).us.to_pylist()
 
 
 def test_sub_microsecond_digits_warn_and_are_kept(tmp_path: Path, cli: Cli):

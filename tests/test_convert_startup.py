@@ -1,5 +1,6 @@
-"""``llmtraces convert FILE`` keeps pyarrow from importing pandas (start-up cost), and the
-output is the one the library writes."""
+"""``llmtraces convert FILE`` keeps pyarrow from importing pandas and leaves the download
+stack unloaded (start-up cost), allocates from jemalloc where pyarrow has it (peak memory),
+and the output is the one the library writes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -25,23 +27,34 @@ try:
 except SystemExit as exc:
     code = exc.code
 before = "pandas" in sys.modules
+download = sorted(m for m in ("requests", "urllib3", "filelock", "tqdm") if m in sys.modules)
 import pyarrow as pa
+pool = pa.default_memory_pool().backend_name
 probe = pa.table({"a": [1]}).to_pandas()  # pandas still loads when asked for
 with open(sys.argv[1], "w", encoding="utf-8") as fh:
-    json.dump({"code": code, "before": before, "frame": type(probe).__name__}, fh)
+    json.dump({"code": code, "before": before, "download": download, "pool": pool,
+               "frame": type(probe).__name__}, fh)
 """
 
 
 def test_convert_does_not_import_pandas(tmp_path: Path):
     pytest.importorskip("pandas")
     out, dest = tmp_path / "probe.json", tmp_path / "cli.parquet"
-    env = {**os.environ, "LLMTRACES_HOME": str(tmp_path / "home")}
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    env["LLMTRACES_HOME"] = str(tmp_path / "home")
     done = subprocess.run([sys.executable, "-c", _PROBE, str(out), "convert", str(FIXTURE),
                            "-o", str(dest), "-q"], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["code"] in (0, None), done.stderr
     assert result["before"] is False  # pandas was not imported by the command
+    assert result["download"] == []  # nor the HTTP stack: a local file needs no download
+    try:
+        pa.jemalloc_memory_pool()
+        expected = "jemalloc"
+    except NotImplementedError:  # a pyarrow built without it keeps its default pool
+        expected = pa.default_memory_pool().backend_name
+    assert result["pool"] == expected
     assert result["frame"] == "DataFrame"
     lib = tmp_path / "lib.parquet"
     convert_file(FIXTURE, lib)

@@ -10,10 +10,15 @@ from click.core import ParameterSource
 
 from ..atomic import signals_interrupt
 from ..errors import DownloadError, LLMTracesError, NotCachedError
-from ..fetching.download import fetch
 from ..formats import all_writers, get_writer
 from ..paths import converted_path
-from ..pipeline.convert import convert_file, convert_source, skip_pandas_probe, source_of
+from ..pipeline.convert import (
+    convert_file,
+    convert_source,
+    skip_pandas_probe,
+    source_of,
+    use_jemalloc,
+)
 from ..ranges import check_ranges, parse_window
 from ..registry import Source
 from ..report import Report
@@ -117,6 +122,7 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
             raise click.UsageError("--trace applies to a source id, not to a file path")
         out = output or _default_output(path, to)
         skip_pandas_probe()  # the command hands pyarrow no pandas objects: ~0.25 s saved
+        use_jemalloc()  # ~20 MiB lower peak, less kernel time than mimalloc
         rows, report = convert_file(path, out, to=to, strict=strict, options=options,
                                     transform=None if plan.empty() else plan.apply)
         _warn(report, quiet)
@@ -133,6 +139,9 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
                                "PATH (or the Python API) for other formats")
     if output is not None and output.is_file():
         raise click.UsageError(f"-o {output}: with a source id, -o must be a folder")
+    # A file never needs the download stack (requests, urllib3, filelock, tqdm: ~0.09 s).
+    from ..fetching.download import fetch  # lazy: only a source id downloads
+
     unfetched: LLMTracesError | None = None
     try:
         fetch(source.id, trace, root=home, mirror=mirror, offline=offline or None,

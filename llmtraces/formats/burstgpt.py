@@ -132,7 +132,8 @@ def _respelled(raw: pa.Array, t: Seconds, form: dict[str, Any]) -> pa.Array:
                                                               pc.equal(raw, "0"))))
     if t.spelling == kind:  # every value is `5` (int) or `5.0` (float)
         return lead
-    dotted = pc.match_substring(raw, ".")
+    # "decimal": every value is valid and has a point (no search for it then)
+    dotted = pa.scalar(True) if t.spelling == "decimal" else pc.match_substring(raw, ".")
     zero_end = pc.and_(dotted, pc.ends_with(raw, "0"))
     if kind == "float":  # shortest decimal, at least one digit: `5.0`, `2.25`
         odd = pc.or_(pc.invert(dotted), pc.and_(zero_end, pc.invert(pc.ends_with(raw, ".0"))))

@@ -34,7 +34,7 @@ import json
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,8 +44,10 @@ from ..report import Level
 from ..schema import make_batch
 from ..text import ReadContext, one_line
 from ..timing import TimeSemantics
-from ..tokenize import TokenCounter, load_counter
 from . import NativeFormat
+
+if TYPE_CHECKING:
+    from ..tokenize import TokenCounter
 
 REQUIRED = ("conversation_id", "model", "conversation", "turn")
 OPTIONAL = ("language", "openai_moderation", "redacted")
@@ -182,6 +184,9 @@ class LMSysChatParquet(NativeFormat):
                                    "moderation left null", column="openai_moderation",
                                    value=str(pf.schema_arrow.field("openai_moderation").type))
         unknown = [c for c in columns if c not in REQUIRED + OPTIONAL]
+        # Every conversion loads this reader to recognise its file; tokenize loads requests.
+        from ..tokenize import load_counter  # lazy: the download stack, for this reader only
+
         counter = load_counter(ctx.options.get("tokenizer"), workers=ctx.options.get("workers"))
         ctx.meta["tokenizer"] = {**counter.identity, "counted": COUNTED,
                                  "workers": counter.workers}

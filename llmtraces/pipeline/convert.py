@@ -9,6 +9,7 @@ are ``source_of`` and ``converted_path``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from importlib.machinery import ModuleSpec
@@ -25,7 +26,8 @@ from .inputs import TraceInput, open_trace, parquet_stream
 from .unified import convert_source, registry_path, source_of
 from .write import Transform, refuse_overwrite, write_file, write_trace
 
-__all__ = ["convert_file", "convert_source", "converted_path", "skip_pandas_probe", "source_of"]
+__all__ = ["convert_file", "convert_source", "converted_path", "skip_pandas_probe", "source_of",
+           "use_jemalloc"]
 
 
 def convert_file(path: TraceInput, dest: Path, *, to: str = "parquet",
@@ -118,3 +120,16 @@ def skip_pandas_probe() -> None:
         pa.scalar(0)
     finally:
         sys.meta_path.remove(_HidePandas)
+
+
+def use_jemalloc() -> None:
+    """Allocate Arrow memory from jemalloc in this process, where pyarrow has it and the user
+    set no ``ARROW_DEFAULT_MEMORY_POOL``: a conversion then peaks ~20 MiB lower and spends less
+    CPU in the kernel than with mimalloc (pyarrow's default on Linux), which keeps and faults
+    back the pages the Parquet writer hands back after each row group. Only for a process
+    that converts and exits (the ``convert`` command); buffers made before keep their pool.
+    """
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    with contextlib.suppress(NotImplementedError):  # a pyarrow built without jemalloc
+        pa.set_memory_pool(pa.jemalloc_memory_pool())

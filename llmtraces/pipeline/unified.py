@@ -16,9 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidTraceError, NoSuchFileError, UnknownSourceError
-from ..fetching.discover import resolve, with_discovered
-from ..fetching.download import fetch, quiet_log
-from ..fetching.natives import native_files, split_cached
 from ..formats.parquet import is_unified, read_metadata, read_stream
 from ..paths import converted_path, home
 from ..registry import Source, get_source, load_registry
@@ -58,6 +55,10 @@ def convert_source(source_id: str, trace: str | None = None, *, root: Path | Non
     >>> [(t, rows) for t, _, rows, _ in convert_source("azure-llm-2023", "code")]
     [('code', 8819)]
     """
+    # Converting a file imports this module too: the download stack loads only for sources.
+    from ..fetching.discover import resolve  # lazy: requests, urllib3, filelock, tqdm
+    from ..fetching.natives import native_files, split_cached  # lazy: as above
+
     root = home(root)
     source = resolve(get_source(source_id, registry), root, trace)
     wanted = list(source.select(trace))
@@ -86,6 +87,9 @@ def registry_path(spec: str, trace: str | None = None, *, root: PathLike | None 
     >>> registry_path("azure-llm-2023/code").name
     'part-0.parquet'
     """
+    from ..fetching.discover import with_discovered  # lazy: as in convert_source
+    from ..fetching.download import fetch, quiet_log  # lazy: as in convert_source
+
     src = _source_of(spec, trace)
     if trace is None and spec != src.id:
         trace = spec[len(src.id) + 1:]

@@ -16,8 +16,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import InvalidTraceError, LLMTracesError
-from ..fetching.discover import resolve
-from ..fetching.natives import native_files, split_cached
 from ..formats.parquet import is_unified, read_metadata
 from ..paths import converted_path, home
 from ..registry import get_source
@@ -173,6 +171,10 @@ def validate_source(source_id: str, trace: str | None = None, *, root: Path | No
                     strict: bool = False, registry: Path | None = None) -> Report:
     """Validate a source's cached native files (checksum, rows, values) and converted traces;
     a trace never fetched is a notice, not a problem."""
+    # Validating a file imports this module too: the download stack loads only for sources.
+    from ..fetching.discover import resolve  # lazy: requests, urllib3, filelock, tqdm
+    from ..fetching.natives import native_files, split_cached  # lazy: as above
+
     root = home(root)
     source = resolve(get_source(source_id, registry), root, trace)
     report = Report()
