@@ -388,12 +388,11 @@ def _free_port() -> int:
 
 
 def test_connection_refused_is_classified():
-    import aiohttp
+    from llmtraces.replay.http import Pool
 
     async def main() -> client.Outcome:
-        async with aiohttp.ClientSession() as session:
-            return await client.send(session, f"http://127.0.0.1:{_free_port()}/v1/completions",
-                                     b"{}", stream=True, headers={}, timeout=5)
+        pool = Pool(f"http://127.0.0.1:{_free_port()}/v1/completions", {})
+        return await client.send(pool, b"{}", stream=True, timeout=5)
     out = asyncio.run(main())
     assert out.error == "connection_refused" and out.status is None
 
@@ -489,10 +488,11 @@ def test_parts_survive_a_hard_kill_and_finalize(tmp_path):
     assert not (tmp_path / PARTS).exists()
 
 
-def test_imports_without_aiohttp_and_the_verb_says_how_to_install(tmp_path):
+@pytest.mark.parametrize("missing", ["aiohttp", "httptools"])
+def test_imports_without_aiohttp_and_the_verb_says_how_to_install(tmp_path, missing):
     path = llmtraces.testing.write_tiny_trace(tmp_path / "tiny.parquet")
     code = (
-        "import sys; sys.modules['aiohttp'] = None\n"
+        f"import sys; sys.modules[{missing!r}] = None\n"
         "import llmtraces.replay, llmtraces.replay.metrics, llmtraces.replay.schedule\n"
         "import llmtraces.replay.prompts, llmtraces.replay.recorder\n"
         "from llmtraces.cli import main\n"

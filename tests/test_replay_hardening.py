@@ -29,6 +29,7 @@ import llmtraces  # noqa: E402
 from llmtraces.formats.parquet import write  # noqa: E402
 from llmtraces.replay import client  # noqa: E402
 from llmtraces.replay.errors import ReplayError  # noqa: E402
+from llmtraces.replay.http import Pool  # noqa: E402
 from llmtraces.replay.options import check_endpoint, redact  # noqa: E402
 from llmtraces.replay.producer import Item  # noqa: E402
 from llmtraces.replay.recorder import Recorder, rows_table  # noqa: E402
@@ -466,11 +467,11 @@ def test_a_dropped_kept_alive_connection_is_retried_once():
         server = await asyncio.start_server(
             lambda r, w: _one_answer_per_connection(r, w, served), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        async with server, client.aiohttp.ClientSession() as session:
-            outs = [await client.send(session, f"http://127.0.0.1:{port}/v1/completions",
-                                      b'{"prompt": "x"}', stream=False,
-                                      headers={"Content-Type": "application/json"},
-                                      timeout=5) for _ in range(5)]
+        pool = Pool(f"http://127.0.0.1:{port}/v1/completions",
+                    {"Content-Type": "application/json"})
+        async with server:
+            outs = [await client.send(pool, b'{"prompt": "x"}', stream=False, timeout=5)
+                    for _ in range(5)]
         return [o.error for o in outs], len(served)
 
     errors, served = asyncio.run(run())

@@ -173,7 +173,8 @@ def command(ctx: click.Context, trace: str, trace_id: str | None, endpoint: str,
     Requests go out at the trace's arrival times (or scaled / synthetic ones), with prompts
     of the trace's exact input lengths (sessions carry their history, hash ids become
     shared blocks) and max_tokens of its output lengths; every answer is a row of
-    requests.parquet. See docs/replay.md. Needs aiohttp: pip install 'llmtraces[replay]'.
+    requests.parquet. See docs/replay.md. Needs aiohttp and httptools: pip install
+    'llmtraces[replay]'.
     """
     try:
         # `replay --help` works without aiohttp; a run without it gets the install hint below
@@ -181,7 +182,8 @@ def command(ctx: click.Context, trace: str, trace_id: str | None, endpoint: str,
         from ..replay.runner import ReplayConfig, replay
     except ImportError as exc:
         raise click.ClickException(
-            f"replay needs aiohttp ({exc}): pip install 'llmtraces[replay]'") from None
+            f"replay needs aiohttp and httptools ({exc}): pip install 'llmtraces[replay]'"
+        ) from None
     try:
         extra_body = json.loads(extra) if extra else {}
     except ValueError as exc:

@@ -1,5 +1,6 @@
 """One request to an OpenAI-compatible server, streaming (SSE) or not, with its timings and
-its error class; and the probe that checks the server is up before a run. Needs aiohttp.
+its error class (sent on :mod:`.http`'s lean client); and the probe that checks the server is
+up before a run (on aiohttp). Needs aiohttp and httptools.
 
 Times are ``time.perf_counter()`` seconds. A chunk time is taken when an SSE event with
 output text (``choices[0].text``, or ``delta.content`` / ``delta.reasoning_content`` for chat)
@@ -19,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from . import http
 from .errors import ReplayError
 
 DETAIL_CHARS = 200
@@ -159,34 +161,37 @@ def _event(out: Outcome, data: str) -> None:
             out.finish_reason = reason[:DETAIL_CHARS]
 
 
-async def _read_sse(resp: aiohttp.ClientResponse, out: Outcome) -> None:
-    """Read an event stream to its end, parsing events as they complete."""
-    data: list[str] = []
-    while True:
-        try:
-            raw = await resp.content.readline()
-        except ValueError as exc:  # a line past aiohttp's limit
-            out.fail("malformed", f"SSE line too long: {exc}")
-            return
-        if not raw:
-            break
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+class _Sse:
+    """An event stream read line by line (lines end with LF; a CR before it is dropped)."""
+
+    def __init__(self, out: Outcome) -> None:
+        self.out = out
+        self.data: list[str] = []
+
+    def line(self, raw: bytes) -> None:
+        """One line: a field, a comment, or the blank line that ends an event."""
+        out, line = self.out, raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
-            if data:
-                _event(out, "\n".join(data))
-                data = []
-            continue
+            if self.data:
+                _event(out, "\n".join(self.data))
+                self.data = []
+            return
         if line.startswith(":"):
-            continue
+            return
         name, _, value = line.partition(":")
         if name == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
+            self.data.append(value[1:] if value.startswith(" ") else value)
         elif name not in ("event", "id", "retry"):
             out.fail("malformed", f"not an SSE line: {line[:80]!r}")
-    if data:
-        _event(out, "\n".join(data))
-    if not out.done:
-        out.fail("stream_cut", "the event stream ended without data: [DONE]")
+
+    def end(self, rest: bytes) -> None:
+        """The stream's end: ``rest`` is its unfinished last line."""
+        if rest:
+            self.line(rest)
+        if self.data:
+            _event(self.out, "\n".join(self.data))
+        if not self.out.done:
+            self.out.fail("stream_cut", "the event stream ended without data: [DONE]")
 
 
 def _body_error(status: int, body: bytes) -> str:
@@ -223,20 +228,34 @@ def _whole(out: Outcome, body: bytes) -> None:
     out.done = True
 
 
+class ConnectError(Exception):
+    """The connection to the server could not be made (``os_error`` says why)."""
+
+    def __init__(self, os_error: OSError) -> None:
+        super().__init__(str(os_error))
+        self.os_error = os_error
+
+
+def _refused(os_err: object) -> bool:
+    # a host with several addresses (localhost: ::1 and 127.0.0.1) that all refused gives
+    # one OSError without errno, "Multiple exceptions: [Errno 111] ..."
+    return isinstance(os_err, ConnectionRefusedError) or \
+        getattr(os_err, "errno", None) == errno.ECONNREFUSED or \
+        (isinstance(os_err, OSError) and os_err.errno is None
+         and str(os_err).startswith("Multiple exceptions")
+         and str(os_err).count(f"[Errno {errno.ECONNREFUSED}]") == str(os_err).count("[Errno"))
+
+
 def classify(exc: BaseException, started: bool) -> tuple[str, str]:
     """The error class of an exception, and a short detail; ``started``: the response's
     status line had arrived (a failure then is a cut stream)."""
     detail = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return "timeout", detail
-    if started:
+    if started or isinstance(exc, http.ProtocolError):
         return "stream_cut", detail
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        os_err = getattr(exc, "os_error", None)
-        if isinstance(os_err, ConnectionRefusedError) or \
-                getattr(os_err, "errno", None) == errno.ECONNREFUSED:
-            return "connection_refused", detail
-        return "connect_error", detail
+    if isinstance(exc, aiohttp.ClientConnectorError | ConnectError):
+        return ("connection_refused" if _refused(exc.os_error) else "connect_error"), detail
     if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError):
         return "connection_reset", detail
     if isinstance(exc, aiohttp.ClientOSError):
@@ -251,33 +270,54 @@ def classify(exc: BaseException, started: bool) -> tuple[str, str]:
     return "client_error", detail
 
 
-async def send(session: aiohttp.ClientSession, url: str, body: bytes, *, stream: bool,
-               headers: dict[str, str], timeout: float | None,
-               out: Outcome | None = None) -> Outcome:
-    """POST ``body`` to ``url`` and read the answer into ``out`` (a new one by default);
-    never raises for a failed request. Cancelled, it records ``cancelled`` and re-raises."""
+def _answer(out: Outcome, ex: http.Exchange, sse: _Sse) -> None:
+    """Read a complete (or deliberately cut) answer into ``out``."""
+    status = out.status = ex.status
+    assert status is not None
+    if status != 200:
+        out.fail(f"http_{status}", _body_error(status, bytes(ex.body[:http.ERROR_BODY])))
+    elif ex.too_long:
+        out.fail("malformed", f"SSE line too long: over {http.LINE_LIMIT} bytes")
+    elif ex.sse:
+        sse.end(bytes(ex.body))
+    else:
+        _whole(out, bytes(ex.body))
+
+
+async def send(pool: http.Pool, body: bytes, *, stream: bool, timeout: float | None,
+               out: Outcome | None = None, request_id: int | None = None) -> Outcome:
+    """POST ``body`` on a connection of ``pool`` (with ``X-Request-Id`` when given) and read
+    the answer into ``out`` (a new one by default); never raises for a failed request.
+    Cancelled, it records ``cancelled`` and re-raises."""
     out = Outcome() if out is None else out
-    tmo = aiohttp.ClientTimeout(total=timeout)
     out.sent = time.perf_counter()
+    data = pool.request(body, request_id)
+    loop = asyncio.get_running_loop()
     for attempt in range(2):
-        started = False
+        conn: http.Connection | None = None
+        ex: http.Exchange | None = None
+        sse = _Sse(out)
         try:
-            async with session.post(url, data=body, headers=headers, timeout=tmo) as resp:
-                started = True
-                out.status = resp.status
-                if resp.status != 200:
-                    raw = await resp.content.read(64 * 1024)
-                    out.fail(f"http_{resp.status}", _body_error(resp.status, raw))
-                elif stream and resp.content_type == "text/event-stream":
-                    await _read_sse(resp, out)
-                else:
-                    _whole(out, await resp.read())
+            async with asyncio.timeout(timeout):
+                try:
+                    conn, _ = await pool.connection()
+                except OSError as exc:
+                    raise ConnectError(exc) from exc
+                ex = http.Exchange(loop.create_future(), sse.line if stream else None)
+                conn.send(data, ex)
+                await ex.fut
         except asyncio.CancelledError:
+            if conn is not None:
+                conn.close()
             out.fail("cancelled", "still in flight when the run stopped")
             out.end = time.perf_counter()
             raise
         except Exception as exc:  # every failure is recorded, the run goes on
-            error, detail = classify(exc, started)
+            if conn is not None:
+                conn.close()
+            if ex is not None and ex.status is not None:
+                out.status = ex.status
+            error, detail = classify(exc, ex is not None and ex.status is not None)
             if attempt == 0 and error == "connection_reset":
                 # No answer at all: most often a kept-alive connection the server had closed
                 # (llama.cpp's server closes one after some streamed answers without saying
@@ -286,6 +326,10 @@ async def send(session: aiohttp.ClientSession, url: str, body: bytes, *, stream:
                 await asyncio.sleep(RETRY_PAUSE_S)
                 continue
             out.fail(error, detail)
+        else:
+            assert conn is not None and ex is not None
+            pool.release(conn)
+            _answer(out, ex, sse)
         break
     out.end = time.perf_counter()
     return out

@@ -44,6 +44,10 @@ class Producer(threading.Thread):
         #: bodies built ahead at most; max_tokens of a request whose trace gives no output.
         self.lookahead, self.default_output_tokens = lookahead, default_output_tokens
         self.items: collections.deque[Item] = collections.deque()
+        #: set by :meth:`take` once the deque is down to ``low``: a full producer then wakes
+        #: to refill it in one go, rather than polling after every request the loop takes
+        self.room = threading.Event()
+        self.low = lookahead // 2
         self.done = threading.Event()
         self.stop = threading.Event()
         self.error: BaseException | None = None
@@ -54,7 +58,9 @@ class Producer(threading.Thread):
         try:
             for s in self.schedule:
                 while len(self.items) >= self.lookahead and not self.stop.is_set():
-                    time.sleep(0.0005)
+                    self.room.clear()
+                    if len(self.items) > self.low:  # else take() set it before the clear
+                        self.room.wait(0.25)
                 if self.stop.is_set():
                     return
                 self.items.append(self._item(s.due_s, s.request))
@@ -64,6 +70,20 @@ class Producer(threading.Thread):
             self.error = exc
         finally:
             self.done.set()
+
+    def halt(self) -> None:
+        """Stop building (the thread ends soon after)."""
+        self.stop.set()
+        self.room.set()
+
+    def take(self) -> Item | None:
+        """The next item, if one is ready (called from the dispatcher's thread)."""
+        if not self.items:
+            return None
+        item = self.items.popleft()
+        if len(self.items) <= self.low and not self.room.is_set():
+            self.room.set()
+        return item
 
     def _item(self, due: float, req: Any) -> Item:
         """The item of one scheduled request: its body, or why it cannot be sent."""

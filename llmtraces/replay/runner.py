@@ -2,9 +2,9 @@
 time; a dispatcher on a dedicated event loop sends each one at its due time; every answer
 becomes a row (:mod:`.rows`), and the run ends with the summary and the time series.
 
-Precision: the dispatcher sleeps until ~1 ms before a request is due (the event loop's
-timers have millisecond granularity), then yields to the loop in a tight ``sleep(0)`` spin
-until the due instant, and hands the request to aiohttp. Prompts, JSON bodies and the trace
+Precision: the dispatcher waits for each request's due instant on :mod:`.alarm` (a timerfd
+that wakes the loop's epoll on time; the loop's own timers round up to the millisecond),
+then hands the request to :mod:`.http`'s lean client. Prompts, JSON bodies and the trace
 reading happen in the producer thread, up to ``lookahead`` requests ahead, and Parquet writes
 in the recorder's thread, so the loop thread does little besides sending and reading; the
 interpreter's thread switch interval is lowered during the run so that those threads give
@@ -35,7 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..transforms import TraceLike
-from . import client, metrics
+from . import client, http, metrics
+from .alarm import ThreadAlarm, TimerfdAlarm, open_alarm
 from .errors import ReplayError
 from .options import check_endpoint, check_out, check_ranges, clear_outputs
 from .outputs import SUMMARY, TIMESERIES, write_outputs
@@ -46,9 +47,6 @@ from .rows import result_row
 from .schedule import Schedule, Timing, share
 
 __all__ = ["SUMMARY", "TIMESERIES", "Replay", "ReplayConfig", "replay"]
-#: the dispatcher sleeps until this long before a due time, then spins: the loop's timers
-#: round up to the millisecond, and a sleeping thread wakes some 100 us late on a busy VM
-SPIN_S = 0.002
 #: longest single sleep, so a stop request is seen quickly during long trace gaps
 MAX_SLEEP_S = 0.25
 APIS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
@@ -154,6 +152,7 @@ class Replay:
         self.recorder: Recorder | None = None  # opened once the server has answered
         self.loop: asyncio.AbstractEventLoop | None = None
         self.cpu0 = 0.0  # process CPU seconds at the start (a worker reports its use)
+        self.cpu_sending = 0.0  # process CPU seconds from the start to the last answer
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -199,8 +198,8 @@ class Replay:
 
     async def _next(self, prod: Producer) -> Item | None:
         while True:
-            if prod.items:
-                return prod.items.popleft()
+            if (item := prod.take()) is not None:
+                return item
             if prod.done.is_set() and not prod.items:
                 if prod.error is not None:
                     raise prod.error
@@ -209,7 +208,7 @@ class Replay:
                 return None
             await asyncio.sleep(0.0005)
 
-    async def _one(self, session: aiohttp.ClientSession, item: Item, ready: float,
+    async def _one(self, pool: http.Pool, item: Item, ready: float,
                    sem: asyncio.Semaphore | None, recorder: Recorder) -> None:
         out = client.Outcome()
         item.recorded = True
@@ -219,9 +218,9 @@ class Replay:
                 self.failed += 1
                 return
             try:
-                await client.send(session, self.url, item.body, stream=self.cfg.stream,
-                                  headers=self._headers(), timeout=self.cfg.timeout_s,
-                                  out=out)
+                await client.send(pool, item.body, stream=self.cfg.stream,
+                                  timeout=self.cfg.timeout_s, out=out,
+                                  request_id=item.request_id)
             except asyncio.CancelledError:
                 pass  # recorded as cancelled below
             late = out.sent - ready if out.sent else 0.0
@@ -236,9 +235,17 @@ class Replay:
             if sem is not None:
                 sem.release()
 
-    async def _dispatch(self, session: aiohttp.ClientSession, prod: Producer,
-                        recorder: Recorder) -> None:
+    async def _dispatch(self, pool: http.Pool, prod: Producer, recorder: Recorder) -> None:
         loop = asyncio.get_running_loop()
+        alarm = open_alarm(loop)
+        try:
+            await self._send_all(loop, alarm, pool, prod, recorder)
+        finally:
+            alarm.close()
+
+    async def _send_all(self, loop: asyncio.AbstractEventLoop,
+                        alarm: TimerfdAlarm | ThreadAlarm, pool: http.Pool,
+                        prod: Producer, recorder: Recorder) -> None:
         sem = asyncio.Semaphore(self.cfg.max_concurrency) if self.cfg.max_concurrency else None
         clock = time.perf_counter
         while not self._stop.is_set():
@@ -246,13 +253,8 @@ class Replay:
             if item is None:
                 break
             due = self.t0 + item.due
-            while not self._stop.is_set():
-                left = due - clock()
-                if left <= SPIN_S:
-                    break
-                await asyncio.sleep(min(left - SPIN_S, MAX_SLEEP_S))
-            while clock() < due and not self._stop.is_set():
-                await asyncio.sleep(0)
+            while not self._stop.is_set() and (left := due - clock()) > 0:
+                await alarm.at(due if left <= MAX_SLEEP_S else clock() + MAX_SLEEP_S)
             if self._stop.is_set():
                 break
             ready = due
@@ -265,7 +267,7 @@ class Replay:
                 if waits:
                     ready = max(clock(), due)
             self.sent += 1
-            task = loop.create_task(self._one(session, item, ready, sem, recorder))
+            task = loop.create_task(self._one(pool, item, ready, sem, recorder))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             task.add_done_callback(functools.partial(self._unstarted, item=item, ready=ready,
@@ -324,68 +326,68 @@ class Replay:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGINT, self.request_stop, "interrupted")
             loop.add_signal_handler(signal.SIGTERM, self.request_stop, "terminated")
-        conn = aiohttp.TCPConnector(limit=self.cfg.max_concurrency or 0, limit_per_host=0,
-                                    keepalive_timeout=30)
-        async with aiohttp.ClientSession(connector=conn, auto_decompress=False,
-                                         timeout=aiohttp.ClientTimeout(total=None)) as session:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
             info = await client.probe(session, self.base, self._headers())
-            spec, renderer = self._spec(info)
-            self.spec = spec
-            rows = self.schedule if self.part is None else share(self.schedule, *self.part)
-            prod = Producer(rows, PromptBuilder(
-                self.cfg.seed, use_trace_ids=self.cfg.prompt_source == "ids"), spec,
-                renderer, self.cfg.lookahead, self.cfg.default_output_tokens)
-            self.producer, self.renderer = prod, renderer
-            prod.start()
-            deadline = time.monotonic() + 10.0
-            while (len(prod.items) < min(256, self.cfg.lookahead) and not prod.done.is_set()
-                   and time.monotonic() < deadline):
-                await asyncio.sleep(0.005)
-            if (prod.error is not None and not prod.items) or self._stop.is_set():
-                prod.stop.set()  # the schedule failed before its first request, or Ctrl-C
-                raise prod.error if prod.error is not None else KeyboardInterrupt()
-            start = None
-            if self.gate is not None:
-                start = await loop.run_in_executor(None, self.gate)
-                if start is None:
-                    prod.stop.set()
-                    raise ReplayError("the run was stopped before it started")
-            recorder = self._open_recorder()
-            # objects alive now (trace decoding, tokenizer tables) never need collecting:
-            # keep them out of the collector's way, so its pauses stay short during the run
-            gc.collect()
-            gc.freeze()
-            gc.disable()  # collections run in the housekeeping task instead (young ones)
-            self.t0 = time.perf_counter() if start is None else start
-            self.t0_unix = time.time() + (self.t0 - time.perf_counter())
-            self.cpu0 = time.process_time()
-            house = loop.create_task(self._housekeeping(recorder))
+        spec, renderer = self._spec(info)
+        self.spec = spec
+        rows = self.schedule if self.part is None else share(self.schedule, *self.part)
+        prod = Producer(rows, PromptBuilder(
+            self.cfg.seed, use_trace_ids=self.cfg.prompt_source == "ids"), spec,
+            renderer, self.cfg.lookahead, self.cfg.default_output_tokens)
+        self.producer, self.renderer = prod, renderer
+        prod.start()
+        deadline = time.monotonic() + 10.0
+        while (len(prod.items) < min(256, self.cfg.lookahead) and not prod.done.is_set()
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.005)
+        if (prod.error is not None and not prod.items) or self._stop.is_set():
+            prod.halt()  # the schedule failed before its first request, or Ctrl-C
+            raise prod.error if prod.error is not None else KeyboardInterrupt()
+        start = None
+        if self.gate is not None:
+            start = await loop.run_in_executor(None, self.gate)
+            if start is None:
+                prod.halt()
+                raise ReplayError("the run was stopped before it started")
+        recorder = self._open_recorder()
+        # objects alive now (trace decoding, tokenizer tables) never need collecting:
+        # keep them out of the collector's way, so its pauses stay short during the run
+        gc.collect()
+        gc.freeze()
+        gc.disable()  # collections run in the housekeeping task instead (young ones)
+        self.t0 = time.perf_counter() if start is None else start
+        self.t0_unix = time.time() + (self.t0 - time.perf_counter())
+        self.cpu0 = time.process_time()
+        house = loop.create_task(self._housekeeping(recorder))
+        pool = http.Pool(self.url, self._headers())
+        try:
             try:
-                try:
-                    await self._dispatch(session, prod, recorder)
-                except Exception:
-                    self.stop_reason = "crashed"
-                    if self._tasks:  # let what is in flight finish, briefly
-                        await asyncio.wait(set(self._tasks), timeout=self.cfg.grace_s)
-                    raise
-                if self._tasks:
-                    grace = self.cfg.grace_s if self.stop_reason else None
-                    await asyncio.wait(set(self._tasks), timeout=grace)
-                for task in list(self._tasks):
-                    task.cancel()
-                if self._tasks:
-                    await asyncio.wait(set(self._tasks), timeout=5.0)
-            finally:
-                prod.stop.set()
-                for task in list(self._tasks):
-                    task.cancel()
-                if self._tasks:
-                    await asyncio.wait(set(self._tasks), timeout=5.0)
-                house.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await house
-                if self.cfg.progress:
-                    sys.stderr.write("\n")
+                await self._dispatch(pool, prod, recorder)
+            except Exception:
+                self.stop_reason = "crashed"
+                if self._tasks:  # let what is in flight finish, briefly
+                    await asyncio.wait(set(self._tasks), timeout=self.cfg.grace_s)
+                raise
+            if self._tasks:
+                grace = self.cfg.grace_s if self.stop_reason else None
+                await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=5.0)
+            self.cpu_sending = time.process_time() - self.cpu0
+        finally:
+            prod.halt()
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=5.0)
+            house.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await house
+            pool.close()
+            if self.cfg.progress:
+                sys.stderr.write("\n")
         return {"server": info}
 
     def run(self) -> dict[str, Any]:
