@@ -644,7 +644,8 @@ def test_version_and_prefix_cache_reset():
     prompt = {"prompt": list(range(1, 129)), "max_tokens": 1, "ignore_eos": True}
     with SimServer(**FAST) as srv:
         version = requests.get(srv.url + "/version", timeout=5).json()
-        assert version == {"version": __version__, "engine": "serve-sim"}
+        assert version == {"version": __version__, "engine": "serve-sim",
+                           "batch_slots": srv.config.batch_slots}
 
         def cached() -> int:
             r = requests.post(srv.url + "/v1/completions", json=prompt, timeout=10)
