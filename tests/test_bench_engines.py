@@ -80,6 +80,7 @@ def test_command_lines_bind_loopback_on_the_chosen_port() -> None:
     assert "serve-llamacpp" in lc and "--metrics" in lc and "--slot-save-path" in lc
     # no host-memory prompt cache unless asked for: a slot erase is then a whole reset
     assert lc[lc.index("--cache-ram") + 1] == "0"
+    assert int(lc[lc.index("--threads") + 1]) == max(1, len(os.sched_getaffinity(0)) - 1)
     own = make_engine("llamacpp", engine_args=["--cache-ram=512"])
     assert "--cache-ram" not in own.argv() and own.host_cache
     sim = make_engine("sim", model="x", engine_args=["--decode-tps", "5"]).argv()
