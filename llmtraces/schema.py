@@ -98,7 +98,7 @@ def make_batch(n: int, columns: Mapping[str, pa.Array | list[Any]]) -> pa.Record
             else:
                 arrays.append(pa.array(value, type=col.type))
         elif col.nullable:
-            arrays.append(pa.nulls(n, type=col.type))
+            arrays.append(nulls(n, col.type))
         else:
             raise ValueError(f"column {col.name} is required")
     return pa.RecordBatch.from_arrays(arrays, schema=TRACE_SCHEMA)
@@ -134,8 +134,27 @@ def row_index(start: int, n: int) -> pa.Array:
 
 def constant(value: Any, n: int, type: pa.DataType) -> pa.Array:
     """An array of ``n`` copies of ``value`` (null when ``value`` is None)."""
-    nulls = pa.nulls(n, type)
-    return nulls if value is None else pc.fill_null(nulls, pa.scalar(value, type))
+    none = nulls(n, type)
+    return none if value is None else pc.fill_null(none, pa.scalar(value, type))
+
+
+# One all-null array per type, sliced for every batch that lacks the column: a unified batch
+# has up to 13 absent columns, and a fresh pa.nulls allocates and zeroes their buffers each time
+# (10-14 MiB of peak RSS in a conversion). Sharing is safe: Arrow arrays are immutable.
+_NULLS: dict[pa.DataType, pa.Array] = {}
+#: Longer arrays are allocated each time, so the cache holds at most ~4 MiB.
+_NULLS_MAX_ROWS = 1 << 17
+
+
+def nulls(n: int, type: pa.DataType) -> pa.Array:
+    """``n`` nulls of ``type``, a slice of one cached array (up to 128Ki rows)."""
+    if n > _NULLS_MAX_ROWS:
+        return pa.nulls(n, type)
+    cached = _NULLS.get(type)
+    if cached is None or len(cached) < n:
+        size = min(_NULLS_MAX_ROWS, max(1 << 10, 1 << (n - 1).bit_length()))
+        cached = _NULLS[type] = pa.nulls(size, type)
+    return cached.slice(0, n)
 
 
 def type_name(t: pa.DataType) -> str:

@@ -67,3 +67,30 @@ def test_make_batch_fills_nulls_and_refuses_unknown_columns():
         make_batch(1, {"request_id": [0], "source_row": [0], "input_tokens": [1], "prompt": [1]})
     with pytest.raises(ValueError, match="input_tokens is required"):
         make_batch(1, {"request_id": [0], "source_row": [0]})
+
+
+def test_absent_columns_share_one_null_array_per_type(tmp_path: Path):
+    import pyarrow.parquet as pq
+
+    from llmtraces.schema import nulls
+
+    given = {"request_id", "source_row", "input_tokens"}
+    large = make_batch(5000, {n: list(range(5000)) for n in given})
+    small = make_batch(3, {n: list(range(3)) for n in given})
+    for batch in (small, large):
+        for col in COLUMNS:
+            if col.name not in given:
+                got = batch.column(col.name)
+                assert got.type == col.type and got.null_count == len(got) == batch.num_rows
+    # turn and num_images are both int32: one buffer behind both, in both batches
+    # (the small batch slices what the large one made)
+    buffers = {b.column(n).buffers()[1].address for b in (small, large)
+               for n in ("turn", "num_images")}
+    assert len(buffers) == 1
+    huge = nulls(300_000, pa.list_(pa.int64()))  # past the cached length: its own array
+    assert len(huge) == huge.null_count == 300_000
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_batches([small, large]), path)
+    back = pq.read_table(path)
+    assert back.equals(pa.Table.from_batches([small, large]))
+    assert back.column("hash_ids").null_count == 5003

@@ -43,7 +43,7 @@ from ..errors import InvalidTraceError
 from ..report import KEEP_PER_CODE
 from ..schema import TraceStream, constant, make_batch, row_index
 from ..text import ReadContext
-from ..text.csv import CsvBatch, is_count, iter_csv, parse_counts, report_rows, split_header
+from ..text.csv import CsvBatch, counts_as_written, iter_csv, report_rows, split_header
 from ..text.limits import check_json_cells
 from ..text.seconds import Seconds, bad_kinds, parse_seconds
 from ..text.seconds import differs as _differs
@@ -115,11 +115,6 @@ def _blank_to_null(raw: pa.Array) -> pa.Array:
     if not pc.any(blank).as_py():
         return raw
     return pc.if_else(blank, pa.scalar(None, pa.string()), raw)
-
-
-def _leading_zero(raw: pa.Array) -> pa.Array:
-    """Counts written with a leading zero (``007``), which a writer would not rebuild."""
-    return pc.and_(pc.starts_with(raw, "0"), pc.greater(pc.binary_length(raw), 1))
 
 
 def _respelled(raw: pa.Array, t: Seconds, form: dict[str, Any]) -> pa.Array:
@@ -198,10 +193,8 @@ class BurstGPTCSV(NativeFormat):
             self._check_order(ctx, b, arrival, state)
             self._check_fabricated(ctx, b, arrival, state, final=False)
 
-            (inputs, outputs, totals), ok = self._counts(ctx, b, REQUIRED[2:5])
+            (inputs, outputs, totals), ok = self._counts(ctx, b, REQUIRED[2:5], kept)
             self._check_totals(ctx, b, inputs, outputs, totals, ok)
-            for col in REQUIRED[2:5]:
-                kept[col] = pc.and_(ok[col], _leading_zero(b.columns[col]))
             cols["input_tokens"] = inputs
             cols["output_tokens"] = outputs
             cols["failed"] = pc.equal(outputs, 0)
@@ -247,25 +240,29 @@ class BurstGPTCSV(NativeFormat):
         return pc.if_else(t.ok, t.us, pa.scalar(None, pa.int64()))
 
     @staticmethod
-    def _counts(ctx: ReadContext, b: CsvBatch, columns: tuple[str, ...]
-                ) -> tuple[list[pa.Array], dict[str, pa.Array]]:
-        """Token count columns as int64, and which rows are valid counts."""
+    def _counts(ctx: ReadContext, b: CsvBatch, columns: tuple[str, ...],
+                kept: dict[str, pa.Array]) -> tuple[list[pa.Array], dict[str, pa.Array]]:
+        """Token count columns as int64, and which rows are valid counts (no entry for a
+        column whose every row is); rows written with a leading zero go in ``kept``."""
         values, ok = [], {}
         for col in columns:
-            raw = b.columns[col]
-            ok[col] = is_count(raw)
-            # parse_counts reports each bad value; a clean column is just cast.
-            values.append(pc.cast(raw, pa.int64()) if pc.all(ok[col]).as_py()
-                          else parse_counts(ctx, b, col))
+            count, valid, zero = counts_as_written(ctx, b, col)
+            values.append(count)
+            if valid is not None:
+                ok[col] = valid
+            if zero is not None:
+                kept[col] = zero
         return values, ok
 
     @staticmethod
     def _check_totals(ctx: ReadContext, b: CsvBatch, inputs: pa.Array, outputs: pa.Array,
                       totals: pa.Array, ok: dict[str, pa.Array]) -> None:
-        """Total tokens must be Request + Response; it is derivable, so it is not stored."""
+        """Total tokens must be Request + Response; it is derivable, so it is not stored.
+        Rows where a count is not valid (``ok``) are not checked."""
         expected = pc.add(inputs, outputs)
-        valid = pc.and_(pc.and_(ok["Request tokens"], ok["Response tokens"]), ok["Total tokens"])
-        wrong = pc.and_(valid, pc.not_equal(totals, expected))
+        wrong = pc.not_equal(totals, expected)
+        for valid in ok.values():
+            wrong = pc.and_(valid, wrong)
         if not pc.any(wrong).as_py():
             return
         idx = pc.indices_nonzero(wrong)
