@@ -27,6 +27,7 @@ import json
 import math
 import multiprocessing
 import os
+import resource
 import selectors
 import shutil
 import socket
@@ -178,7 +179,8 @@ def _tiktoken_cache(work: Path) -> Path:
 
 
 def _aiperf(table: pa.Table, url: str, work: Path) -> str:
-    """AIPerf's fixed-schedule replay of the same trace: its achieved request rate."""
+    """AIPerf's fixed-schedule replay of the same trace: its achieved request rate, and its
+    CPU per request (all its processes, start-up included, from ``RUSAGE_CHILDREN``)."""
     if importlib.util.find_spec("aiperf") is None or shutil.which("aiperf") is None:
         return "aiperf not installed (pip install 'llmtraces[interop]')"
     trace = work / "trace.jsonl"
@@ -189,6 +191,7 @@ def _aiperf(table: pa.Table, url: str, work: Path) -> str:
            "mooncake_trace", "--fixed-schedule", "--artifact-dir", str(art),
            "--tokenizer", "builtin"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TIKTOKEN_CACHE_DIR": str(_tiktoken_cache(work))}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         subprocess.run(cmd, check=True, capture_output=True, timeout=300, env=env)
     except subprocess.CalledProcessError as exc:
@@ -201,8 +204,10 @@ def _aiperf(table: pa.Table, url: str, work: Path) -> str:
     for path in art.rglob("profile_export_aiperf.json"):
         data = json.loads(path.read_text())
         rate = (data.get("request_throughput") or {}).get("avg")
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         if rate is not None:
-            return f"{rate:,.0f} req/s"
+            return f"{rate:,.0f} req/s, {cpu * 1000 / table.num_rows:.2f} cpu ms/req"
     return "aiperf ran; no request_throughput in its export"
 
 
