@@ -129,7 +129,9 @@ class _Responder:
                 return
             if head.startswith(b"post"):
                 i = head.find(b"x-request-id:")
-                rid = int(head[i + 13:].split(b"\r\n", 1)[0]) if i >= 0 else None
+                value = head[i + 13:].split(b"\r\n", 1)[0].strip() if i >= 0 else b""
+                # ours are the trace's integer ids; AIPerf sends its own UUIDs (not matched)
+                rid = int(value) if value.isdigit() else None
                 self.log.append((*conn.head_at, rid))
             conn.head_at = None
             conn.buf = conn.buf[end + 4 + length:]
