@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -44,8 +47,9 @@ class RawServer:
     write (and whether to close after them); every POST's arrival (``perf_counter`` when its
     head was read), ``X-Request-Id`` and connection number are kept."""
 
-    def __init__(self, reply: Callable[[bytes, bytes], tuple[bytes, bool]]) -> None:
-        self.reply = reply
+    def __init__(self, reply: Callable[[bytes, bytes], tuple[bytes, bool]],
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.reply, self.tls = reply, tls
         self.arrivals: list[tuple[float, int | None, int]] = []
         self.connections = 0
         self.url = ""
@@ -79,8 +83,9 @@ class RawServer:
         self.loop = asyncio.new_event_loop()
 
         async def start() -> None:
-            server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-            self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
+            scheme = "https" if self.tls is not None else "http"
+            self.url = f"{scheme}://127.0.0.1:{server.sockets[0].getsockname()[1]}"
             ready.set()
 
         self.thread = threading.Thread(
@@ -278,3 +283,29 @@ def test_a_whole_json_answer_and_the_request_head() -> None:
     assert "\r\nHost: 127.0.0.1:" in head and "\r\nX-Request-Id: 0\r\n" in head
     assert "\r\nContent-Type: application/json\r\n" in head
     assert "\r\nContent-Length: 15\r\n" in head
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_an_https_endpoint_is_verified_against_the_trusted_certificates(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """https goes through Python's default SSL context: a server whose certificate is
+    trusted (here through ``SSL_CERT_FILE``, as a user's CA bundle would be) is replayed like
+    plain http; an untrusted one fails every request with a clear reason, nothing sent."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    with RawServer(lambda head, body: (answer(EVENTS), False), tls=tls) as server:
+        assert server.url.startswith("https://")
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        summary = Replay(spaced(6, 2000), ReplayConfig(endpoint=server.url, timeout_s=10,
+                                                       grace_s=2), tmp_path / "ok").run()
+        assert summary["metrics"]["requests"]["ok"] == 6 and len(server.arrivals) == 6
+        monkeypatch.delenv("SSL_CERT_FILE")
+        with pytest.raises(Exception) as failed:
+            Replay(spaced(3, 2000), ReplayConfig(endpoint=server.url, timeout_s=10,
+                                                 grace_s=2), tmp_path / "untrusted").run()
+        assert "certificate" in str(failed.value).lower(), failed.value
+        assert len(server.arrivals) == 6

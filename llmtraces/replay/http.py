@@ -161,14 +161,21 @@ class Connection(asyncio.Protocol):
             self._end(None)
 
 
+def tls_for(url: str) -> ssl.SSLContext | None:
+    """Python's default (verifying) SSL context for an https URL, None for http: made once
+    per run, so the probe and the requests trust the same certificates."""
+    return ssl.create_default_context() if url.lower().startswith("https:") else None
+
+
 class Pool:
     """Kept-alive connections to one URL and the head of its requests."""
 
-    def __init__(self, url: str, headers: dict[str, str]) -> None:
+    def __init__(self, url: str, headers: dict[str, str],
+                 tls: ssl.SSLContext | None = None) -> None:
         parts = urllib.parse.urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self.ssl = tls if tls is not None else tls_for(url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         default = 443 if parts.scheme == "https" else 80
         host = self.host if ":" not in self.host else f"[{self.host}]"

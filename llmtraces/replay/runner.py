@@ -326,7 +326,9 @@ class Replay:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGINT, self.request_stop, "interrupted")
             loop.add_signal_handler(signal.SIGTERM, self.request_stop, "terminated")
-        async with aiohttp.ClientSession(auto_decompress=False) as session:
+        tls = http.tls_for(self.url)
+        connector = aiohttp.TCPConnector(ssl=tls if tls is not None else True)
+        async with aiohttp.ClientSession(auto_decompress=False, connector=connector) as session:
             info = await client.probe(session, self.base, self._headers())
         spec, renderer = self._spec(info)
         self.spec = spec
@@ -359,7 +361,7 @@ class Replay:
         self.t0_unix = time.time() + (self.t0 - time.perf_counter())
         self.cpu0 = time.process_time()
         house = loop.create_task(self._housekeeping(recorder))
-        pool = http.Pool(self.url, self._headers())
+        pool = http.Pool(self.url, self._headers(), tls)
         try:
             try:
                 await self._dispatch(pool, prod, recorder)
