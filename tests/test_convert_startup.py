@@ -1,6 +1,6 @@
 """``llmtraces convert FILE`` keeps pyarrow from importing pandas and leaves the download
-stack unloaded (start-up cost), allocates from jemalloc where pyarrow has it (peak memory),
-and the output is the one the library writes."""
+stack and the transforms unloaded (start-up cost), allocates from jemalloc where pyarrow has
+it (peak memory), and the output is the one the library writes."""
 
 from __future__ import annotations
 
@@ -28,11 +28,13 @@ except SystemExit as exc:
     code = exc.code
 before = "pandas" in sys.modules
 download = sorted(m for m in ("requests", "urllib3", "filelock", "tqdm") if m in sys.modules)
+transforms = "llmtraces.transforms" in sys.modules
 import pyarrow as pa
 pool = pa.default_memory_pool().backend_name
 probe = pa.table({"a": [1]}).to_pandas()  # pandas still loads when asked for
 with open(sys.argv[1], "w", encoding="utf-8") as fh:
     json.dump({"code": code, "before": before, "download": download, "pool": pool,
+               "transforms": transforms,
                "frame": type(probe).__name__}, fh)
 """
 
@@ -49,6 +51,7 @@ def test_convert_does_not_import_pandas(tmp_path: Path):
     assert result["code"] in (0, None), done.stderr
     assert result["before"] is False  # pandas was not imported by the command
     assert result["download"] == []  # nor the HTTP stack: a local file needs no download
+    assert result["transforms"] is False  # nor the transforms, when none is asked for
     try:
         pa.jemalloc_memory_pool()
         expected = "jemalloc"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
@@ -22,7 +23,6 @@ from ..pipeline.convert import (
 from ..ranges import check_ranges, parse_window
 from ..registry import Source
 from ..report import Report
-from ..transforms import Plan
 from ._common import log_to_stderr, root, show_progress
 
 
@@ -48,6 +48,10 @@ def _notices(reports: list[Report]) -> None:
     for line in dict.fromkeys(n for r in reports for n in r.notices):
         click.echo(line, err=True)
 
+
+
+if TYPE_CHECKING:
+    from ..transforms import Plan
 
 @click.command("convert")
 @click.argument("target")
@@ -124,7 +128,7 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
         skip_pandas_probe()  # the command hands pyarrow no pandas objects: ~0.25 s saved
         use_jemalloc()  # ~20 MiB lower peak, less kernel time than mimalloc
         rows, report = convert_file(path, out, to=to, strict=strict, options=options,
-                                    transform=None if plan.empty() else plan.apply)
+                                    transform=None if plan is None else plan.apply)
         _warn(report, quiet)
         if not quiet:
             click.echo(f"{path} -> {out} ({rows:,} rows)")
@@ -132,7 +136,7 @@ def command(ctx: click.Context, target: str, trace: str | None, to: str, output:
         return
     home = root(ctx)
     source = source_of(target)
-    if not plan.empty():
+    if plan is not None:
         raise click.UsageError(_transform_hint(ctx, source, trace, home, output))
     if to != "parquet":
         raise click.UsageError("a source id converts to the parquet dataset; use a file "
@@ -208,8 +212,10 @@ def _float(option: str, text: str) -> float:
 
 def _plan(merge: tuple[Path, ...], models: tuple[str, ...], services: tuple[str, ...],
           failed: bool | None, window: str | None, sample_spec: str | None, seed: int,
-          head: int | None, rebase: bool, speedup: float | None, rps: float | None) -> Plan:
-    """The transforms the options ask for, checked before anything is read."""
+          head: int | None, rebase: bool, speedup: float | None, rps: float | None
+          ) -> Plan | None:
+    """The transforms the options ask for, checked before anything is read; None when they
+    ask for none."""
     span = parse_window(window)
     fraction = count = None
     if sample_spec is not None:
@@ -224,6 +230,13 @@ def _plan(merge: tuple[Path, ...], models: tuple[str, ...], services: tuple[str,
     check_ranges([("--speedup", speedup), ("--rps", rps)])
     if speedup is not None and rps is not None:
         raise click.UsageError("--speedup and --rps both set the time scale; give one")
-    return Plan(merge=list(merge), model=list(models), service=list(services), failed=failed,
+    if not (merge or models or services or span or fraction or count or head is not None
+            or rebase or speedup is not None or rps is not None or failed is not None):
+        return None
+    # lazy: the transforms package (its fitting and synthesis too, ~0.03 s) only when asked
+    from ..transforms import Plan
+
+    plan = Plan(merge=list(merge), model=list(models), service=list(services), failed=failed,
                 window=span, sample_fraction=fraction, sample_n=count, seed=seed, head=head,
                 rebase=rebase, speedup=speedup, rps=rps)
+    return None if plan.empty() else plan
