@@ -10,6 +10,7 @@ itself (one read per wait, no thread); elsewhere a thread sleeps to the due inst
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import math
 import os
@@ -125,8 +126,6 @@ def open_alarm(loop: asyncio.AbstractEventLoop) -> TimerfdAlarm | ThreadAlarm:
     if sys.platform.startswith("linux") and \
             time.get_clock_info("perf_counter").implementation == \
             "clock_gettime(CLOCK_MONOTONIC)":
-        try:
+        with contextlib.suppress(OSError, AttributeError):  # no timerfd in this libc/kernel
             return TimerfdAlarm(loop)
-        except (OSError, AttributeError):  # no timerfd in this libc or kernel
-            pass
     return ThreadAlarm(loop)
